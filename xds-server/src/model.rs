@@ -1,0 +1,395 @@
+//! The typed gateway model: the one representation between the file format (`config`) and the
+//! translation to Envoy (`translate`).
+//!
+//! Everything here is already validated: names are unique, every referenced upstream exists,
+//! regexes compile, durations are positive. `translate` may rely on that and never fails.
+//! Collections keep the order of the files (routes: match precedence) or are sorted by name
+//! (upstreams), so that translating the same model twice gives byte-identical resources.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A whole, validated gateway configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gateway {
+    pub listeners: Vec<Listener>,
+    /// Sorted by name: translation output must not depend on file order for upstreams.
+    pub upstreams: BTreeMap<Name, Upstream>,
+    /// In file order (files of a directory in name order): the order is match precedence.
+    pub routes: Vec<Route>,
+    pub services: Services,
+}
+
+/// A resource name from the config (listener, upstream, route). Non-empty, `[A-Za-z0-9_.-]`,
+/// so it can be used verbatim as an Envoy resource name and stats prefix.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(String);
+
+impl Name {
+    /// Checks the name's alphabet; the config layer reports the error with a position.
+    pub fn new(s: impl Into<String>) -> Result<Self, InvalidName> {
+        let s = s.into();
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if ok { Ok(Self(s)) } else { Err(InvalidName(s)) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid name {0:?}: use 1 to 128 characters of A-Z a-z 0-9 - _ .")]
+pub struct InvalidName(pub String);
+
+/// A lower-cased HTTP header name, checked against RFC 9110 token characters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HeaderName(String);
+
+impl HeaderName {
+    pub fn new(s: &str) -> Result<Self, InvalidHeaderName> {
+        let ok = !s.is_empty()
+            && s.bytes().all(|b| {
+                b.is_ascii_alphanumeric()
+                    || matches!(
+                        b,
+                        b'!' | b'#'
+                            | b'$'
+                            | b'%'
+                            | b'&'
+                            | b'\''
+                            | b'*'
+                            | b'+'
+                            | b'-'
+                            | b'.'
+                            | b'^'
+                            | b'_'
+                            | b'`'
+                            | b'|'
+                            | b'~'
+                    )
+            });
+        if ok {
+            Ok(Self(s.to_ascii_lowercase()))
+        } else {
+            Err(InvalidHeaderName(s.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid header name {0:?}")]
+pub struct InvalidHeaderName(pub String);
+
+// ---------------------------------------------------------------------------------------------
+// Listeners
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub name: Name,
+    pub address: SocketAddr,
+    /// How many proxies in front of the gateway are trusted to append `x-forwarded-for`
+    /// (Envoy's `xff_num_trusted_hops`). 0: the client address is the TCP peer.
+    pub trusted_hops: u32,
+    /// Accept HTTP/2 (prior knowledge h2c on plaintext listeners) as well as HTTP/1.1.
+    pub http2: bool,
+    /// Answer every request with 308 to the same URL on https.
+    pub redirect_https: bool,
+    /// Write a JSON access log line per request to stdout.
+    pub access_log: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstreams
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub name: Name,
+    pub endpoints: Endpoints,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    /// Speak HTTP/2 to the upstream (gRPC services).
+    pub http2: bool,
+    pub health_check: Option<HealthCheck>,
+    pub outlier_detection: Option<OutlierDetection>,
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Endpoints {
+    /// Fixed IP endpoints, delivered to Envoy over EDS.
+    Static(Vec<Endpoint>),
+    /// A DNS name resolved by Envoy (STRICT_DNS): every address it resolves to is an endpoint.
+    Dns { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    /// Relative load-balancing weight, 1..=128 (Envoy's limit for endpoint weights is higher,
+    /// but ratios beyond 128:1 are a config mistake more often than not).
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Balance {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    RingHash(HashOn),
+    Maglev(HashOn),
+}
+
+/// What a consistent-hash balancer hashes (applied to every route sending to the upstream).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HashOn {
+    Header(HeaderName),
+    Cookie(String),
+    /// The trusted client address (after `trusted_hops`).
+    Ip,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    /// HTTP GET path; a 2xx answer is healthy.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_after: u32,
+    pub unhealthy_after: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierDetection {
+    pub consecutive_5xx: u32,
+    pub eject_for: Duration,
+}
+
+/// Envoy circuit-breaker thresholds (default priority). `None` keeps Envoy's default.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CircuitBreaker {
+    pub max_connections: Option<u32>,
+    pub max_pending: Option<u32>,
+    pub max_requests: Option<u32>,
+    pub max_retries: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routes
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub name: Name,
+    pub matcher: RouteMatch,
+    pub action: Action,
+    pub rewrite: Option<Rewrite>,
+    pub request_headers: HeaderMutation,
+    pub response_headers: HeaderMutation,
+    /// Whole-request timeout (Envoy route timeout). `None`: Envoy's default of 15 s.
+    pub timeout: Option<Duration>,
+    pub retries: Option<Retries>,
+    pub cors: Option<Cors>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatch {
+    /// Virtual-host domains (`api.example.com`, `*.example.com`, `*`). Never empty: the config
+    /// layer fills in `*` when the file names none.
+    pub hosts: Vec<String>,
+    pub path: PathMatch,
+    /// Empty: any method. Upper-case, deduplicated, in file order.
+    pub methods: Vec<Method>,
+    /// Exact header value matches; all must hold.
+    pub headers: Vec<(HeaderName, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathMatch {
+    /// Path starts with this (segment-agnostic, like Envoy's `prefix`). Default `/`.
+    Prefix(String),
+    /// The path (without query) equals this.
+    Exact(String),
+    /// `/api/orders/{id}` style; `{name}` matches one segment, `{name=**}` the rest of the path.
+    Template(PathTemplate),
+    /// RE2 syntax, matched against the whole path (without query).
+    Regex(String),
+}
+
+/// A parsed path template. Kept as its source text plus the variable names, which rewrites
+/// may refer to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathTemplate {
+    pub source: String,
+    pub variables: Vec<String>,
+}
+
+/// An HTTP method token, upper-case.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Method(pub String);
+
+impl Method {
+    /// RFC 9110 §9.2.2: methods whose repetition has the same effect; retries default to these.
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self.0.as_str(),
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Upstream(Name),
+    Respond(Respond),
+    Redirect(Redirect),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Respond {
+    pub status: u16,
+    pub body: Option<String>,
+    pub headers: Vec<(HeaderName, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Redirect {
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub scheme: Option<Scheme>,
+    pub status: RedirectStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectStatus {
+    MovedPermanently301,
+    Found302,
+    TemporaryRedirect307,
+    PermanentRedirect308,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rewrite {
+    /// Replace the matched `path_prefix` with this.
+    PathPrefix(String),
+    /// Rebuild the path from the matched template's variables (`/v2/orders/{id}`).
+    PathTemplate(String),
+    /// RE2 regex over the path, replaced with `substitution` (`\1` back-references).
+    Regex { regex: String, substitution: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderMutation {
+    /// Overwrite (or add) these headers.
+    pub set: Vec<(HeaderName, String)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderMutation {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retries {
+    /// Retries after the first try (Envoy `num_retries`).
+    pub attempts: u32,
+    pub retry_on: Vec<RetryOn>,
+    pub per_try_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryOn {
+    ConnectFailure,
+    Reset,
+    /// Any 5xx answer.
+    ServerError,
+    GatewayError,
+    RetriableStatus(u16),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cors {
+    /// Exact origins, or `*`.
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Vec<Method>,
+    pub allow_headers: Vec<HeaderName>,
+    pub expose_headers: Vec<HeaderName>,
+    pub allow_credentials: bool,
+    pub max_age: Option<Duration>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// vrata's own services
+
+/// Where Envoy reaches vrata's gRPC services. Used by later features (ext_authz, ratelimit);
+/// kept in the model now so the file format is complete and validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Services {
+    pub ext_authz: SocketAddr,
+    pub ratelimit: SocketAddr,
+    pub timeout: Duration,
+    pub ext_authz_failure: FailureMode,
+    pub ratelimit_failure: FailureMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    Allow,
+    Deny,
+}
+
+/// Defaults named once, each with its reason.
+pub mod defaults {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    /// Envoy's own default; long enough for a remote data centre, short enough to fail over.
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// ext-authz's default listen address (SPEC §1).
+    pub const EXT_AUTHZ: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18001);
+    /// ratelimit-service's default listen address (SPEC §1).
+    pub const RATELIMIT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18002);
+    /// A decision service on loopback answers in well under a millisecond; 250 ms bounds the
+    /// damage of a stuck one without failing healthy slow starts.
+    pub const SERVICE_TIMEOUT: Duration = Duration::from_millis(250);
+    /// Health checks: Envoy Gateway's defaults.
+    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(3);
+    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+    pub const HEALTHY_AFTER: u32 = 1;
+    pub const UNHEALTHY_AFTER: u32 = 3;
+    /// Outlier ejection: Envoy's defaults.
+    pub const CONSECUTIVE_5XX: u32 = 5;
+    pub const EJECT_FOR: Duration = Duration::from_secs(30);
+    /// Retries: one retry is the common production choice (Envoy Gateway, Istio use 1-2).
+    pub const RETRY_ATTEMPTS: u32 = 1;
+    /// Endpoint weight when none is given.
+    pub const WEIGHT: u32 = 1;
+}

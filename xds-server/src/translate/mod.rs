@@ -1,0 +1,1 @@
+//! PURE translation: `model::Gateway` -> Envoy resources. No I/O, no clock, no randomness.

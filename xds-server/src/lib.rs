@@ -6,3 +6,8 @@
 pub mod config;
 pub mod model;
 pub mod translate;
+
+pub mod ads;
+pub mod metrics;
+pub mod nodes;
+pub mod snapshot;

@@ -1,4 +1,21 @@
 //! End-to-end test harness: starts real Envoy processes, xds-server and upstream servers on free
 //! loopback ports, and waits on Envoy's admin API instead of sleeping.
+//!
+//! Everything a test starts is stopped when its handle drops; logs of every process go to a
+//! per-test temporary folder and are printed when a wait times out, so a failure explains
+//! itself.
 
+pub mod envoy;
 pub mod paths;
+pub mod ports;
+pub mod process;
+pub mod stack;
+pub mod upstream;
+pub mod wait;
+pub mod xds;
+
+pub use envoy::{Ads, Envoy};
+pub use stack::Stack;
+pub use upstream::Upstream;
+pub use wait::eventually;
+pub use xds::XdsServer;

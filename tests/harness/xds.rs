@@ -1,0 +1,183 @@
+//! xds-server as a child process, and what its admin API says.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::paths::repo_root;
+use crate::ports::free_port;
+use crate::process::Proc;
+
+/// Builds the workspace binaries once per test process (so `cargo test` alone is enough) and
+/// returns the path of `name`.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let root = repo_root();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--quiet", "--bins"])
+            .status()
+            .map_err(|e| format!("cannot run cargo build: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build --bins failed: {status}"));
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        Ok(target.join("debug"))
+    });
+    match dir {
+        Ok(d) => d.join(name),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+pub struct XdsServer {
+    pub grpc_port: u16,
+    pub admin_port: u16,
+    pub config: PathBuf,
+    pub proc: Proc,
+    http: reqwest::Client,
+}
+
+impl XdsServer {
+    /// Starts `xds-server --config <config>` on free ports and waits until it is ready.
+    pub async fn start(config: &Path, logs: &Path) -> anyhow::Result<Self> {
+        Self::start_with(config, logs, &[]).await
+    }
+
+    pub async fn start_with(config: &Path, logs: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let grpc_port = free_port();
+        let admin_port = free_port();
+        let mut cmd = Command::new(binary("xds-server"));
+        cmd.arg("--config")
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
+            .args(["--admin", &format!("127.0.0.1:{admin_port}")])
+            .args(extra)
+            .env("RUST_LOG", "info,vrata_xds=debug");
+        let proc = Proc::spawn("xds-server", cmd, logs)?;
+        let server = Self {
+            grpc_port,
+            admin_port,
+            config: config.to_path_buf(),
+            proc,
+            http: reqwest::Client::new(),
+        };
+        let ready = crate::eventually("xds-server /readyz", Duration::from_secs(60), || async {
+            let r = server.get("/readyz").await?;
+            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
+            Ok(())
+        })
+        .await;
+        if let Err(e) = ready {
+            anyhow::bail!("{e:#}\n{}", server.proc.logs());
+        }
+        Ok(server)
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .get(format!("http://127.0.0.1:{}{path}", self.admin_port))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?)
+    }
+
+    pub async fn status(&self) -> anyhow::Result<Value> {
+        Ok(self
+            .get("/admin/status")
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// The version being served.
+    pub async fn version(&self) -> anyhow::Result<String> {
+        let s = self.status().await?;
+        s["current"]["version"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("no current version in {s}"))
+    }
+
+    /// Waits until `nodes` nodes are connected and each has ACKed the current version of
+    /// every type it subscribed to (CDS and LDS at least). Returns the version.
+    pub async fn wait_in_sync(&self, nodes: usize, timeout: Duration) -> anyhow::Result<String> {
+        let r = crate::eventually("nodes in sync with xds-server", timeout, || async {
+            let s = self.status().await?;
+            let current = &s["current"];
+            let versions = &current["type_versions"];
+            let list = s["nodes"].as_array().cloned().unwrap_or_default();
+            anyhow::ensure!(
+                list.len() >= nodes,
+                "{} of {nodes} nodes connected",
+                list.len()
+            );
+            for n in &list {
+                let types = n["types"].as_object().cloned().unwrap_or_default();
+                for t in ["CDS", "LDS"] {
+                    anyhow::ensure!(
+                        types.contains_key(t),
+                        "node {} has not asked for {t}",
+                        n["node_id"]
+                    );
+                }
+                for (t, st) in &types {
+                    anyhow::ensure!(
+                        st["acked_version"] == versions[t],
+                        "node {} {t}: acked {} but serving {}",
+                        n["node_id"],
+                        st["acked_version"],
+                        versions[t]
+                    );
+                }
+            }
+            current["version"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow::anyhow!("no version"))
+        })
+        .await;
+        r.map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.proc.logs()))
+    }
+
+    /// Waits until the server has rejected a reload; returns the reported problems.
+    pub async fn wait_rejected(&self, timeout: Duration) -> anyhow::Result<Vec<String>> {
+        crate::eventually("a rejected reload on /admin/status", timeout, || async {
+            let s = self.status().await?;
+            let problems: Vec<String> = s["last_error"]["problems"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            anyhow::ensure!(!problems.is_empty(), "no error reported yet");
+            Ok(problems)
+        })
+        .await
+    }
+
+    /// Waits until the served version differs from `old`; returns the new one.
+    pub async fn wait_version_change(
+        &self,
+        old: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        crate::eventually("a new config version", timeout, || async {
+            let v = self.version().await?;
+            anyhow::ensure!(v != old, "still {old}");
+            Ok(v)
+        })
+        .await
+    }
+}

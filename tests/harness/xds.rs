@@ -12,15 +12,21 @@ use crate::ports::free_port;
 use crate::process::Proc;
 
 /// Builds the workspace binaries once per test process (so `cargo test` alone is enough) and
-/// returns the path of `name`.
+/// returns the path of `name`. `VRATA_PROFILE=release` (benchmarks) builds and uses release
+/// binaries.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
         let root = repo_root();
+        let release = std::env::var("VRATA_PROFILE").is_ok_and(|p| p == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut args = vec!["build", "--quiet", "--bins"];
+        if release {
+            args.push("--release");
+        }
         let status = Command::new(cargo)
             .current_dir(&root)
-            .args(["build", "--quiet", "--bins"])
+            .args(&args)
             .status()
             .map_err(|e| format!("cannot run cargo build: {e}"))?;
         if !status.success() {
@@ -29,7 +35,7 @@ pub fn binary(name: &str) -> PathBuf {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| root.join("target"));
-        Ok(target.join("debug"))
+        Ok(target.join(if release { "release" } else { "debug" }))
     });
     match dir {
         Ok(d) => d.join(name),

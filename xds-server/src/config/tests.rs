@@ -1060,13 +1060,99 @@ fn unset_variables_are_reported_where_they_are_written() {
     );
     let (gw, _) = load_files(
         &[("gw.yaml", yaml)],
-        &[("HOST", "10.0.0.1"), ("PORT", "80"), ("HOPS", "1"), ("H2", "true")],
+        &[
+            ("HOST", "10.0.0.1"),
+            ("PORT", "80"),
+            ("HOPS", "1"),
+            ("H2", "true"),
+        ],
     )
     .expect("valid");
     let Action::Respond(r) = &gw.routes[0].action else {
         panic!("respond")
     };
     assert_eq!(r.body.as_deref(), Some("${HOME} is literal"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The JSON Schema and the docs
+
+fn repo_file(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+#[test]
+fn checked_in_schema_is_current() {
+    let path = repo_file("docs/gateway.schema.json");
+    let fresh = format!(
+        "{}\n",
+        serde_json::to_string_pretty(&json_schema()).expect("schema serializes")
+    );
+    if std::env::var_os("VRATA_BLESS").is_some() {
+        fs::write(&path, &fresh).expect("write the schema");
+        return;
+    }
+    let checked_in = fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == fresh,
+        "docs/gateway.schema.json is stale: rerun with VRATA_BLESS=1 to rewrite it"
+    );
+}
+
+/// Every key of the schema appears in docs/config.md as `key`.
+#[test]
+fn docs_mention_every_key() {
+    fn keys(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Object(props)) = map.get("properties") {
+                    out.extend(props.keys().cloned());
+                }
+                map.values().for_each(|v| keys(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    keys(&json_schema(), &mut all);
+    all.sort();
+    all.dedup();
+    assert!(all.len() > 40, "{all:?}");
+    let docs = fs::read_to_string(repo_file("docs/config.md")).expect("docs/config.md");
+    let missing: Vec<&String> = all
+        .iter()
+        .filter(|k| !docs.contains(&format!("`{k}`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/config.md does not mention {missing:?}"
+    );
+}
+
+#[test]
+fn schema_describes_the_format() {
+    let schema = json_schema();
+    assert_eq!(schema["title"], "vrata gateway configuration");
+    assert_eq!(schema["additionalProperties"], false);
+    assert_eq!(
+        schema["$defs"]["Listener"]["required"],
+        serde_json::json!(["name", "address"])
+    );
+    assert_eq!(
+        schema["$defs"]["Balance"]["enum"],
+        serde_json::json!([
+            "round_robin",
+            "least_request",
+            "random",
+            "ring_hash",
+            "maglev"
+        ])
+    );
+    assert_eq!(
+        schema["$defs"]["Duration"]["pattern"],
+        "^([0-9]+(ms|s|m|h|d))+$"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

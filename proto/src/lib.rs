@@ -6,7 +6,10 @@
 //! the `.proto` files envoy-types ships let `prost-reflect` print any of those structs in the
 //! canonical proto3 JSON mapping, `Any` included (`"@type"` plus the packed message's fields).
 //! Only the part of Envoy's API vrata emits is compiled in (see `build.rs`); rendering a type
-//! outside it is an [`Error::UnknownType`].
+//! outside it is an [`Error::UnknownType`]. The same descriptors drive [`pack_any`], which packs
+//! messages with deterministic bytes (prost writes maps in random order).
+
+mod canonical;
 
 use std::sync::OnceLock;
 
@@ -32,6 +35,8 @@ pub enum Error {
     #[error("cannot convert {type_name} to or from JSON: {message}")]
     Json { type_name: String, message: String },
 }
+
+pub use canonical::canonicalize;
 
 /// The descriptors of the compiled part of Envoy's API, decoded once.
 pub fn descriptor_pool() -> Result<&'static DescriptorPool, Error> {
@@ -75,6 +80,15 @@ pub fn any_to_json(any: &Any) -> Result<serde_json::Value, Error> {
         // Well-known types with a scalar JSON form (Duration, wrappers...) nest under "value".
         other => Ok(serde_json::json!({"@type": any.type_url, "value": other.take()})),
     }
+}
+
+/// Packs a message into an `Any` with canonical bytes (see [`canonicalize`]): the same message
+/// always packs to the same bytes, so Envoy never sees a change where there is none.
+pub fn pack_any<M: prost::Name>(message: &M) -> Result<Any, Error> {
+    Ok(Any {
+        type_url: M::type_url(),
+        value: canonicalize(&M::full_name(), &message.encode_to_vec())?,
+    })
 }
 
 /// Parses the proto3 JSON form of an Envoy message (the inverse of [`to_json`]); unknown fields

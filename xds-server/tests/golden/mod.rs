@@ -8,7 +8,7 @@
 
 pub mod models;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vrata_xds::translate::{Resources, render_yaml, static_bootstrap};
@@ -74,12 +74,18 @@ pub fn envoy_validate(name: &str, resources: &Resources) {
         serde_json::to_vec_pretty(&bootstrap).expect("JSON serializes"),
     )
     .expect("bootstrap written");
+    envoy_validate_file(&path);
+}
+
+/// Runs `envoy --mode validate` on a bootstrap file; panics with Envoy's output when Envoy
+/// rejects it or warns.
+pub fn envoy_validate_file(path: &Path) {
     let envoy = vrata_e2e::paths::envoy_bin();
     let output = Command::new(&envoy)
         .arg("--mode")
         .arg("validate")
         .arg("--config-path")
-        .arg(&path)
+        .arg(path)
         .arg("--log-level")
         .arg("warning")
         .arg("--disable-hot-restart")
@@ -89,8 +95,9 @@ pub fn envoy_validate(name: &str, resources: &Resources) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "Envoy rejects {name}:\n{stdout}\n{stderr}\nbootstrap:\n{}",
-        serde_json::to_string_pretty(&bootstrap).unwrap_or_default()
+        "Envoy rejects {}:\n{stdout}\n{stderr}\n{}",
+        path.display(),
+        std::fs::read_to_string(path).unwrap_or_default()
     );
     let warnings: Vec<&str> = stderr
         .lines()
@@ -99,7 +106,8 @@ pub fn envoy_validate(name: &str, resources: &Resources) {
         .collect();
     assert!(
         warnings.is_empty(),
-        "Envoy warns about {name}:\n{}",
+        "Envoy warns about {}:\n{}",
+        path.display(),
         warnings.join("\n")
     );
 }

@@ -26,8 +26,8 @@ const DEADLINE: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------------------------
 // A minimal HTTP/1.1 upstream
 
-/// Echoes each request as JSON (`method`, `path`, `headers`); `/fail*` answers 503 (counted in
-/// `fail_hits`), `/slow*` answers after a second.
+/// Echoes each request as JSON (`method`, `path`, `headers`, its own `port`); `/fail*` answers
+/// 503 (counted in `fail_hits`), `/slow*` answers after a second.
 struct Upstream {
     port: u16,
     fail_hits: Arc<AtomicUsize>,
@@ -42,14 +42,14 @@ impl Upstream {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let hits = hits.clone();
-                std::thread::spawn(move || serve(stream, &hits));
+                std::thread::spawn(move || serve(stream, port, &hits));
             }
         });
         Self { port, fail_hits }
     }
 }
 
-fn serve(stream: TcpStream, fail_hits: &AtomicUsize) {
+fn serve(stream: TcpStream, port: u16, fail_hits: &AtomicUsize) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut writer = stream;
     loop {
@@ -90,7 +90,9 @@ fn serve(stream: TcpStream, fail_hits: &AtomicUsize) {
             if path.starts_with("/slow") {
                 std::thread::sleep(Duration::from_secs(1));
             }
-            let echo = serde_json::json!({"method": method, "path": path, "headers": headers});
+            let echo = serde_json::json!({
+                "method": method, "path": path, "headers": headers, "port": port,
+            });
             ("200 OK", echo.to_string())
         };
         let response = format!(
@@ -445,7 +447,13 @@ fn gateway_errors_are_problem_json_and_respond_bodies_survive() {
     assert_eq!(dead["upstream_cluster"], "dead");
 }
 
-fn forwarding_gateway(listen: u16, behind_proxy: u16, redirect: u16, echo: u16) -> Gateway {
+fn forwarding_gateway(
+    listen: u16,
+    behind_proxy: u16,
+    redirect: u16,
+    echo: u16,
+    sticky: [u16; 2],
+) -> Gateway {
     let mut public = listener("public", &format!("127.0.0.1:{listen}"));
     public.access_log = true;
     let mut proxied = listener("proxied", &format!("127.0.0.1:{behind_proxy}"));
@@ -498,12 +506,24 @@ fn forwarding_gateway(listen: u16, behind_proxy: u16, redirect: u16, echo: u16) 
     let mut wildcard = route("wildcard", "/host", "echo");
     wildcard.matcher.hosts = vec!["*.example.test".into()];
 
+    let mut sticky_upstream = upstream(
+        "sticky",
+        &[
+            (&format!("127.0.0.1:{}", sticky[0]), 1),
+            (&format!("127.0.0.1:{}", sticky[1]), 1),
+        ],
+    );
+    sticky_upstream.balance = Balance::Maglev(HashOn::Ip);
+
     Gateway {
         listeners: vec![public, proxied, https_only],
-        upstreams: [upstream("echo", &[(&format!("127.0.0.1:{echo}"), 1)])]
-            .into_iter()
-            .map(|u| (u.name.clone(), u))
-            .collect(),
+        upstreams: [
+            upstream("echo", &[(&format!("127.0.0.1:{echo}"), 1)]),
+            sticky_upstream,
+        ]
+        .into_iter()
+        .map(|u| (u.name.clone(), u))
+        .collect(),
         routes: vec![
             // `/fail-post` first: `/fail` is a prefix of it.
             post_retried,
@@ -513,6 +533,7 @@ fn forwarding_gateway(listen: u16, behind_proxy: u16, redirect: u16, echo: u16) 
             cors,
             api_host,
             wildcard,
+            route("sticky", "/sticky", "sticky"),
             route("echo", "/", "echo"),
         ],
         services: services(),
@@ -522,8 +543,11 @@ fn forwarding_gateway(listen: u16, behind_proxy: u16, redirect: u16, echo: u16) 
 #[test]
 fn upstreams_receive_what_the_gateway_vouches_for() {
     let echo = Upstream::start();
+    let sticky = [Upstream::start().port, Upstream::start().port];
     let (port, proxied, https_only) = (free_port(), free_port(), free_port());
-    let envoy = Envoy::start(&forwarding_gateway(port, proxied, https_only, echo.port));
+    let envoy = Envoy::start(&forwarding_gateway(
+        port, proxied, https_only, echo.port, sticky,
+    ));
 
     // Client-sent forwarding headers are not believed (trusted_hops: 0).
     let r = get(
@@ -561,6 +585,22 @@ fn upstreams_receive_what_the_gateway_vouches_for() {
         r.upstream_saw()["headers"]["x-envoy-external-address"],
         "203.0.113.7"
     );
+
+    // Consistent hashing on `ip` uses the trusted client address, not the proxy's.
+    let mut seen_ports = std::collections::BTreeSet::new();
+    for client in 1..=16 {
+        let xff = format!("X-Forwarded-For: 198.51.100.{client}\r\n");
+        let first = get(proxied, "/sticky", &xff).upstream_saw()["port"].clone();
+        for _ in 0..3 {
+            assert_eq!(
+                get(proxied, "/sticky", &xff).upstream_saw()["port"],
+                first,
+                "client {client} moved"
+            );
+        }
+        seen_ports.insert(first.to_string());
+    }
+    assert_eq!(seen_ports.len(), 2, "clients spread over both endpoints");
 
     // Rewrites, header mutations, literal values.
     let r = get(port, "/api/v1/orders?id=7", "Cookie: secret=1\r\n");

@@ -13,7 +13,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use golden::models::*;
@@ -26,11 +26,13 @@ const DEADLINE: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------------------------
 // A minimal HTTP/1.1 upstream
 
-/// Echoes each request as JSON (`method`, `path`, `headers`); `/fail*` answers 503 (counted in
-/// `fail_hits`), `/slow*` answers after a second.
+/// Echoes each request as JSON (`method`, `path`, `headers`, its own `port`); `/fail*` answers
+/// 503 (counted in `fail_hits`), `/slow*` answers after a second, `/healthz` answers 503 once
+/// `healthy` is false.
 struct Upstream {
     port: u16,
     fail_hits: Arc<AtomicUsize>,
+    healthy: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -38,18 +40,23 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         let port = listener.local_addr().expect("addr").port();
         let fail_hits = Arc::new(AtomicUsize::new(0));
-        let hits = fail_hits.clone();
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (hits, health) = (fail_hits.clone(), healthy.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let hits = hits.clone();
-                std::thread::spawn(move || serve(stream, &hits));
+                let (hits, health) = (hits.clone(), health.clone());
+                std::thread::spawn(move || serve(stream, port, &hits, &health));
             }
         });
-        Self { port, fail_hits }
+        Self {
+            port,
+            fail_hits,
+            healthy,
+        }
     }
 }
 
-fn serve(stream: TcpStream, fail_hits: &AtomicUsize) {
+fn serve(stream: TcpStream, port: u16, fail_hits: &AtomicUsize, healthy: &AtomicBool) {
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut writer = stream;
     loop {
@@ -86,11 +93,15 @@ fn serve(stream: TcpStream, fail_hits: &AtomicUsize) {
         let (status, body) = if path.starts_with("/fail") {
             fail_hits.fetch_add(1, Ordering::SeqCst);
             ("503 Service Unavailable", "upstream says 503".to_owned())
+        } else if path == "/healthz" && !healthy.load(Ordering::SeqCst) {
+            ("503 Service Unavailable", "unhealthy".to_owned())
         } else {
             if path.starts_with("/slow") {
                 std::thread::sleep(Duration::from_secs(1));
             }
-            let echo = serde_json::json!({"method": method, "path": path, "headers": headers});
+            let echo = serde_json::json!({
+                "method": method, "path": path, "headers": headers, "port": port,
+            });
             ("200 OK", echo.to_string())
         };
         let response = format!(
@@ -116,6 +127,7 @@ fn free_port() -> u16 {
 
 struct Envoy {
     child: Child,
+    admin_port: u16,
     access_log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -142,6 +154,7 @@ impl Envoy {
             .expect("Envoy starts");
         let envoy = Self {
             child,
+            admin_port,
             access_log,
             _dir: dir,
         };
@@ -175,6 +188,24 @@ impl Envoy {
                 lines.len()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Envoy {
+    /// Waits until Envoy's `/clusters` output satisfies `ready`.
+    fn wait_for_clusters(&self, what: &str, ready: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let clusters =
+                try_request(self.admin_port, "GET /clusters HTTP/1.1\r\nHost: admin\r\n")
+                    .map(|r| r.body)
+                    .unwrap_or_default();
+            if ready(&clusters) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}; /clusters:\n{clusters}");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -445,7 +476,13 @@ fn gateway_errors_are_problem_json_and_respond_bodies_survive() {
     assert_eq!(dead["upstream_cluster"], "dead");
 }
 
-fn forwarding_gateway(listen: u16, behind_proxy: u16, redirect: u16, echo: u16) -> Gateway {
+fn forwarding_gateway(
+    listen: u16,
+    behind_proxy: u16,
+    redirect: u16,
+    echo: u16,
+    sticky: [u16; 2],
+) -> Gateway {
     let mut public = listener("public", &format!("127.0.0.1:{listen}"));
     public.access_log = true;
     let mut proxied = listener("proxied", &format!("127.0.0.1:{behind_proxy}"));
@@ -498,12 +535,24 @@ fn forwarding_gateway(listen: u16, behind_proxy: u16, redirect: u16, echo: u16) 
     let mut wildcard = route("wildcard", "/host", "echo");
     wildcard.matcher.hosts = vec!["*.example.test".into()];
 
+    let mut sticky_upstream = upstream(
+        "sticky",
+        &[
+            (&format!("127.0.0.1:{}", sticky[0]), 1),
+            (&format!("127.0.0.1:{}", sticky[1]), 1),
+        ],
+    );
+    sticky_upstream.balance = Balance::Maglev(HashOn::Ip);
+
     Gateway {
         listeners: vec![public, proxied, https_only],
-        upstreams: [upstream("echo", &[(&format!("127.0.0.1:{echo}"), 1)])]
-            .into_iter()
-            .map(|u| (u.name.clone(), u))
-            .collect(),
+        upstreams: [
+            upstream("echo", &[(&format!("127.0.0.1:{echo}"), 1)]),
+            sticky_upstream,
+        ]
+        .into_iter()
+        .map(|u| (u.name.clone(), u))
+        .collect(),
         routes: vec![
             // `/fail-post` first: `/fail` is a prefix of it.
             post_retried,
@@ -513,6 +562,7 @@ fn forwarding_gateway(listen: u16, behind_proxy: u16, redirect: u16, echo: u16) 
             cors,
             api_host,
             wildcard,
+            route("sticky", "/sticky", "sticky"),
             route("echo", "/", "echo"),
         ],
         services: services(),
@@ -522,8 +572,11 @@ fn forwarding_gateway(listen: u16, behind_proxy: u16, redirect: u16, echo: u16) 
 #[test]
 fn upstreams_receive_what_the_gateway_vouches_for() {
     let echo = Upstream::start();
+    let sticky = [Upstream::start().port, Upstream::start().port];
     let (port, proxied, https_only) = (free_port(), free_port(), free_port());
-    let envoy = Envoy::start(&forwarding_gateway(port, proxied, https_only, echo.port));
+    let envoy = Envoy::start(&forwarding_gateway(
+        port, proxied, https_only, echo.port, sticky,
+    ));
 
     // Client-sent forwarding headers are not believed (trusted_hops: 0).
     let r = get(
@@ -561,6 +614,22 @@ fn upstreams_receive_what_the_gateway_vouches_for() {
         r.upstream_saw()["headers"]["x-envoy-external-address"],
         "203.0.113.7"
     );
+
+    // Consistent hashing on `ip` uses the trusted client address, not the proxy's.
+    let mut seen_ports = std::collections::BTreeSet::new();
+    for client in 1..=16 {
+        let xff = format!("X-Forwarded-For: 198.51.100.{client}\r\n");
+        let first = get(proxied, "/sticky", &xff).upstream_saw()["port"].clone();
+        for _ in 0..3 {
+            assert_eq!(
+                get(proxied, "/sticky", &xff).upstream_saw()["port"],
+                first,
+                "client {client} moved"
+            );
+        }
+        seen_ports.insert(first.to_string());
+    }
+    assert_eq!(seen_ports.len(), 2, "clients spread over both endpoints");
 
     // Rewrites, header mutations, literal values.
     let r = get(port, "/api/v1/orders?id=7", "Cookie: secret=1\r\n");
@@ -687,4 +756,48 @@ fn upstreams_receive_what_the_gateway_vouches_for() {
         spoofed.is_empty(),
         "a client's x-envoy-original-path reached the log"
     );
+}
+
+/// Envoy's default `no_traffic_interval` (60 s) would leave a host that fails after start marked
+/// healthy for a minute when it gets no traffic; vrata's configured interval applies at once.
+#[test]
+fn health_checks_run_at_the_configured_interval_from_the_start() {
+    let backend = Upstream::start();
+    let mut checked = upstream("checked", &[(&format!("127.0.0.1:{}", backend.port), 1)]);
+    checked.health_check = Some(HealthCheck {
+        path: "/healthz".into(),
+        interval: Duration::from_millis(300),
+        timeout: Duration::from_secs(1),
+        healthy_after: 1,
+        unhealthy_after: 1,
+    });
+    let port = free_port();
+    let gateway = Gateway {
+        listeners: vec![listener("public", &format!("127.0.0.1:{port}"))],
+        upstreams: [(checked.name.clone(), checked)].into_iter().collect(),
+        routes: vec![route("checked", "/", "checked")],
+        services: services(),
+    };
+    let envoy = Envoy::start(&gateway);
+    let failed = |clusters: &str| {
+        clusters
+            .lines()
+            .any(|l| l.starts_with("checked::") && l.contains("health_flags::/failed_active_hc"))
+    };
+    let healthy = |clusters: &str| {
+        clusters
+            .lines()
+            .any(|l| l.starts_with("checked::") && l.ends_with("health_flags::healthy"))
+    };
+    envoy.wait_for_clusters("the endpoint passes its first check", healthy);
+    // No traffic at all: only the health checker talks to the endpoint.
+    backend.healthy.store(false, Ordering::SeqCst);
+    let started = Instant::now();
+    envoy.wait_for_clusters("the failing endpoint is marked unhealthy", failed);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_problem(&get(port, "/", ""), 503, "no-healthy-upstream");
 }

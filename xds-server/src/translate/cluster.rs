@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options,
 };
-use envoy_types::pb::envoy::r#type::v3::{CodecClientType, Int64Range};
+use envoy_types::pb::envoy::r#type::v3::{CodecClientType, Int64Range, Percent};
 
 use super::pb;
 use crate::model::{self, Balance, Endpoints, Upstream};
@@ -88,6 +88,14 @@ pub(super) fn cluster(upstream: &Upstream) -> Cluster {
     }
     if let Some(hc) = &upstream.health_check {
         cluster.health_checks = vec![health_check(hc, upstream.http2)];
+        // Envoy's "panic mode" sends traffic to every endpoint, failing ones included, once
+        // fewer than 50% pass their checks (one failing endpoint of one: all traffic to it).
+        // Whoever configures a health check means "never send to a failing endpoint": with no
+        // healthy endpoint left, the gateway answers 503 no-healthy-upstream instead.
+        cluster.common_lb_config = Some(cluster::CommonLbConfig {
+            healthy_panic_threshold: Some(Percent { value: 0.0 }),
+            ..Default::default()
+        });
     }
     if let Some(od) = &upstream.outlier_detection {
         cluster.outlier_detection = Some(OutlierDetection {
@@ -327,6 +335,16 @@ mod tests {
         };
         assert_eq!(http.path, "/healthz");
         assert_eq!(http.expected_statuses, vec![HEALTHY_STATUSES]);
+        assert_eq!(
+            c.common_lb_config.and_then(|lb| lb.healthy_panic_threshold),
+            Some(Percent { value: 0.0 }),
+            "no panic mode: failing endpoints get no traffic"
+        );
+        assert!(
+            cluster(&upstream(static_endpoints()))
+                .common_lb_config
+                .is_none()
+        );
     }
 
     #[test]

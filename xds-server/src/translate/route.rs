@@ -3,22 +3,24 @@
 //! Virtual hosts: one per distinct domain named in any route's `hosts`, plus `*`. Envoy sends a
 //! request to the most specific virtual host for its authority only, so a virtual host holds
 //! every route with a host pattern *covering* its domain, in file order: a request for
-//! `api.example.com` still sees the routes for `*.example.com` and `*`.
+//! `api.example.com` still sees the routes for `*.example.com` and `*`. (Envoy prefers suffix
+//! wildcards to prefix wildcards: a host matching both `*.example.com` and `api.*` only sees
+//! the routes covering `*.example.com`.)
 //!
-//! Within a virtual host, each model route becomes one or more Envoy routes (all named after
-//! it), then come the 405 fallbacks:
+//! Within a virtual host, each model route becomes one or more Envoy routes, all named after
+//! it:
 //! - a CORS preflight route first, when the route has `cors` but a method list without OPTIONS
 //!   (the preflight would not match the route itself, and Envoy's CORS filter answers
 //!   preflights only on routes carrying a policy). Envoy's CORS filter ignores routes without
 //!   an upstream (direct responses, redirects), so `cors` only takes effect on upstream routes;
 //! - with `retries` and no method list, the retry policy goes on a copy restricted to the
 //!   idempotent methods, followed by the same route without it: a POST is never repeated
-//!   unless the route names POST in `methods`;
-//! - after all routes, for every distinct path match whose routes all list methods, a route
-//!   answering 405 (problem+json, `Allow` header) instead of Envoy's 404.
+//!   unless the route names POST in `methods`.
 //!
-//! Every virtual host starts with a route refusing requests with several Host values (400):
-//! Envoy's HTTP/1 codec joins duplicate Host headers into `a,b` and would forward them.
+//! After all routes, for every distinct path match whose routes all list methods, a route
+//! answers 405 (problem+json, `Allow` header) instead of Envoy's 404. Before all routes, one
+//! refuses requests with several Host values (400): Envoy's HTTP/1 codec joins duplicate Host
+//! headers into `a,b` and would forward them.
 
 use std::collections::BTreeSet;
 

@@ -122,6 +122,10 @@ pub(super) fn http_connection_manager(
             true,
         )),
         strip_trailing_host_dot: true,
+        // The upstream's `server` header passes through (a route can remove it); Envoy adds
+        // none of its own, so the gateway does not advertise what it runs.
+        server_header_transformation:
+            http_connection_manager::ServerHeaderTransformation::PassThrough as i32,
         common_http_protocol_options: Some(HttpProtocolOptions {
             idle_timeout: Some(pb::duration(IDLE_TIMEOUT)),
             // `x_user_id` could alias `x-user-id` behind CGI-style upstreams: refuse it (400).

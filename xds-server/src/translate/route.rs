@@ -661,11 +661,22 @@ fn ambiguous_host_route() -> Route {
 
 /// 405 routes for the path matches whose routes (in this virtual host) all restrict methods.
 fn method_not_allowed_routes(routes: &[&model::Route]) -> Vec<Route> {
+    // Groups in first-seen order; the index keeps grouping linear for large route tables.
     let mut groups: Vec<(&PathMatch, Vec<&model::Route>)> = Vec::new();
+    let mut index: std::collections::HashMap<(u8, &str), usize> = std::collections::HashMap::new();
     for route in routes {
-        match groups.iter_mut().find(|(p, _)| **p == route.matcher.path) {
-            Some((_, members)) => members.push(route),
-            None => groups.push((&route.matcher.path, vec![route])),
+        let key = match &route.matcher.path {
+            PathMatch::Prefix(p) => (0, p.as_str()),
+            PathMatch::Exact(p) => (1, p.as_str()),
+            PathMatch::Template(t) => (2, t.source.as_str()),
+            PathMatch::Regex(r) => (3, r.as_str()),
+        };
+        match index.get(&key) {
+            Some(&i) => groups[i].1.push(route),
+            None => {
+                index.insert(key, groups.len());
+                groups.push((&route.matcher.path, vec![route]));
+            }
         }
     }
     groups

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::admin::Admin;
 use crate::paths::envoy_bin;
 use crate::ports::free_port;
 use crate::process::Proc;
@@ -21,7 +22,7 @@ pub struct Envoy {
     pub node_id: String,
     pub admin_port: u16,
     pub proc: Proc,
-    http: reqwest::Client,
+    admin: Admin,
 }
 
 /// The bootstrap the harness gives every Envoy: ADS to xds-server, admin on loopback.
@@ -85,35 +86,20 @@ impl Envoy {
             .args(["--log-level", "warn"])
             .args(["--drain-time-s", "1"]);
         let proc = Proc::spawn(node_id, cmd, logs)?;
-        let envoy = Self {
+        let admin = Admin::new(admin_port);
+        admin
+            .wait_ok("/ready", Duration::from_secs(30), &proc)
+            .await?;
+        Ok(Self {
             node_id: node_id.to_owned(),
             admin_port,
             proc,
-            http: reqwest::Client::new(),
-        };
-        let ready = crate::eventually(
-            &format!("{node_id} /ready"),
-            Duration::from_secs(30),
-            || async {
-                let r = envoy.admin("/ready").await?;
-                anyhow::ensure!(r.status().is_success(), "{}", r.status());
-                Ok(())
-            },
-        )
-        .await;
-        if let Err(e) = ready {
-            anyhow::bail!("{e:#}\n{}", envoy.proc.logs());
-        }
-        Ok(envoy)
+            admin,
+        })
     }
 
     pub async fn admin(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        Ok(self
-            .http
-            .get(format!("http://127.0.0.1:{}{path}", self.admin_port))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await?)
+        self.admin.get(path).await
     }
 
     /// A counter or gauge by exact name; 0 when Envoy has not created it yet.

@@ -5,6 +5,7 @@
 //! per-test temporary folder and are printed when a wait times out, so a failure explains
 //! itself.
 
+pub mod admin;
 pub mod envoy;
 pub mod paths;
 pub mod ports;

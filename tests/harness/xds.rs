@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::admin::Admin;
 use crate::paths::repo_root;
 use crate::ports::free_port;
 use crate::process::Proc;
@@ -48,7 +49,7 @@ pub struct XdsServer {
     pub admin_port: u16,
     pub config: PathBuf,
     pub proc: Proc,
-    http: reqwest::Client,
+    admin: Admin,
 }
 
 impl XdsServer {
@@ -68,32 +69,21 @@ impl XdsServer {
             .args(extra)
             .env("RUST_LOG", "info,vrata_xds=debug");
         let proc = Proc::spawn("xds-server", cmd, logs)?;
-        let server = Self {
+        let admin = Admin::new(admin_port);
+        admin
+            .wait_ok("/readyz", Duration::from_secs(60), &proc)
+            .await?;
+        Ok(Self {
             grpc_port,
             admin_port,
             config: config.to_path_buf(),
             proc,
-            http: reqwest::Client::new(),
-        };
-        let ready = crate::eventually("xds-server /readyz", Duration::from_secs(60), || async {
-            let r = server.get("/readyz").await?;
-            anyhow::ensure!(r.status().is_success(), "status {}", r.status());
-            Ok(())
+            admin,
         })
-        .await;
-        if let Err(e) = ready {
-            anyhow::bail!("{e:#}\n{}", server.proc.logs());
-        }
-        Ok(server)
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<reqwest::Response> {
-        Ok(self
-            .http
-            .get(format!("http://127.0.0.1:{}{path}", self.admin_port))
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await?)
+        self.admin.get(path).await
     }
 
     pub async fn status(&self) -> anyhow::Result<Value> {

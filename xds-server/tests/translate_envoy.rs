@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use vrata_e2e::ports::free_port;
 
 use golden::models::*;
 use serde_json::Value;
@@ -116,14 +117,6 @@ fn serve(stream: TcpStream, port: u16, fail_hits: &AtomicUsize, healthy: &Atomic
 
 // ---------------------------------------------------------------------------------------------
 // Envoy
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 struct Envoy {
     child: Child,

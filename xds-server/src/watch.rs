@@ -16,9 +16,12 @@ use tokio::sync::mpsc;
 
 use crate::control::ControlPlane;
 
-/// Long enough to fold an editor's write-rename-chmod burst, short enough to stay well inside
-/// the one-second reload promise (ENVOY-NOTES: ~50 ms was enough).
-pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Long enough to fold an editor's write-rename-chmod burst (its events arrive within a few
+/// milliseconds of each other), short because it is paid on every save: it is most of the
+/// save-to-served time of a small config. No debounce protects against a slow writer: a
+/// half-written file is rejected (unless it happens to be valid) and the next event reloads
+/// again. Tools should write a new file and rename it over the old one, as editors do.
+pub const DEBOUNCE: Duration = Duration::from_millis(30);
 
 /// Keeps the watch task alive; dropping it stops watching.
 pub struct WatchHandle {

@@ -714,13 +714,17 @@ fn upstreams_receive_what_the_gateway_vouches_for() {
         Some("x-request-id")
     );
 
-    // redirect_https: 308 to the same URL on https (port dropped).
+    // redirect_https: 308 to the same URL on https, on the https port (Envoy writes the
+    // default port out; clients treat `:443` on https as no port).
     let r = request(
         https_only,
         "GET /x?y=1 HTTP/1.1\r\nHost: api.example.test:8080\r\n",
     );
     assert_eq!(r.status, 308);
-    assert_eq!(r.header("location"), Some("https://api.example.test/x?y=1"));
+    assert_eq!(
+        r.header("location"),
+        Some("https://api.example.test:443/x?y=1")
+    );
 
     // Access log: the path as received (before the rewrite), the trusted client address.
     let lines = envoy.access_log_lines(12);

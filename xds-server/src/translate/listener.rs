@@ -117,10 +117,10 @@ pub(super) fn http_connection_manager(
         // recommendation. Rejecting would break clients that merely over-encode.
         path_with_escaped_slashes_action:
             http_connection_manager::PathWithEscapedSlashesAction::UnescapeAndRedirect as i32,
-        // Hosts match virtual hosts without port or trailing dot (`api.example.com.:8080`).
-        strip_port_mode: Some(http_connection_manager::StripPortMode::StripAnyHostPort(
-            true,
-        )),
+        // Hosts match virtual hosts without trailing dot (`api.example.com.`). The port is
+        // ignored for matching by the route configuration (`ignore_port_in_host_matching`),
+        // not stripped here: stripping would also drop it from redirect URLs (Envoy #19589)
+        // and from the Host upstreams see.
         strip_trailing_host_dot: true,
         // The upstream's `server` header passes through (a route can remove it); Envoy adds
         // none of its own, so the gateway does not advertise what it runs.
@@ -242,12 +242,7 @@ mod tests {
             hcm.path_with_escaped_slashes_action,
             http_connection_manager::PathWithEscapedSlashesAction::UnescapeAndRedirect as i32
         );
-        assert_eq!(
-            hcm.strip_port_mode,
-            Some(http_connection_manager::StripPortMode::StripAnyHostPort(
-                true
-            ))
-        );
+        assert_eq!(hcm.strip_port_mode, None);
         assert_eq!(
             hcm.common_http_protocol_options
                 .expect("options")

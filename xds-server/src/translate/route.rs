@@ -107,6 +107,8 @@ pub(super) fn route_configuration(gw: &Gateway, listener: &model::Listener) -> R
         // Route-level header settings win over this level's removals (a route may set
         // x-forwarded-host itself).
         most_specific_header_mutations_wins: true,
+        // `api.example.com:8080` matches the virtual host `api.example.com`.
+        ignore_port_in_host_matching: true,
         max_direct_response_body_size_bytes: (longest_body > ENVOY_DIRECT_RESPONSE_BODY_LIMIT)
             .then(|| pb::u32_value(u32::try_from(longest_body).unwrap_or(u32::MAX))),
         ..Default::default()
@@ -180,6 +182,9 @@ fn upstream_name(route: &model::Route) -> Option<&model::Name> {
     }
 }
 
+/// Where `redirect_https` sends clients (the https default; TLS listeners come with SDS).
+const HTTPS_PORT: u32 = 443;
+
 /// The virtual host of a `redirect_https` listener: everything answers 308 to https.
 fn https_redirect_host(domain: &str, listener: &model::Listener) -> VirtualHost {
     VirtualHost {
@@ -198,6 +203,9 @@ fn https_redirect_host(domain: &str, listener: &model::Listener) -> VirtualHost 
                         redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true),
                     ),
                     response_code: redirect_action::RedirectResponseCode::PermanentRedirect as i32,
+                    // The client's port is kept in the Host (not stripped): an http port means
+                    // nothing for https, so send clients to the standard one.
+                    port_redirect: HTTPS_PORT,
                     ..Default::default()
                 })),
                 ..Default::default()

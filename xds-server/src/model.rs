@@ -136,6 +136,23 @@ pub struct Upstream {
     pub circuit_breaker: Option<CircuitBreaker>,
 }
 
+impl Upstream {
+    /// An upstream with the defaults for everything but its endpoints (round robin, default
+    /// connect timeout, HTTP/1.1, no health check, outlier detection or circuit breaker).
+    pub fn new(name: Name, endpoints: Endpoints) -> Self {
+        Self {
+            name,
+            endpoints,
+            balance: Balance::RoundRobin,
+            connect_timeout: defaults::CONNECT_TIMEOUT,
+            http2: false,
+            health_check: None,
+            outlier_detection: None,
+            circuit_breaker: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Endpoints {
     /// Fixed IP endpoints, delivered to Envoy over EDS.
@@ -210,6 +227,29 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retries: Option<Retries>,
     pub cors: Option<Cors>,
+}
+
+impl Route {
+    /// A route sending every request under `path_prefix`, on any host, to `upstream`, with
+    /// nothing else set.
+    pub fn to_upstream(name: Name, path_prefix: &str, upstream: Name) -> Self {
+        Self {
+            name,
+            matcher: RouteMatch {
+                hosts: vec!["*".to_owned()],
+                path: PathMatch::Prefix(path_prefix.to_owned()),
+                methods: Vec::new(),
+                headers: Vec::new(),
+            },
+            action: Action::Upstream(upstream),
+            rewrite: None,
+            request_headers: HeaderMutation::default(),
+            response_headers: HeaderMutation::default(),
+            timeout: None,
+            retries: None,
+            cors: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

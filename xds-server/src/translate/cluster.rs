@@ -199,14 +199,8 @@ mod tests {
 
     fn upstream(endpoints: Endpoints) -> Upstream {
         Upstream {
-            name: Name::new("orders").expect("valid"),
-            endpoints,
-            balance: Balance::RoundRobin,
             connect_timeout: Duration::from_millis(1500),
-            http2: false,
-            health_check: None,
-            outlier_detection: None,
-            circuit_breaker: None,
+            ..Upstream::new(Name::new("orders").expect("valid"), endpoints)
         }
     }
 

@@ -105,9 +105,8 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        Action, Balance, Endpoint, Endpoints, FailureMode, HeaderMutation,
-        Listener as ModelListener, Name, PathMatch, Route, RouteMatch, Services, Upstream,
-        defaults,
+        Endpoint, Endpoints, FailureMode, Listener as ModelListener, Name, Route, Services,
+        Upstream, defaults,
     };
 
     fn name(s: &str) -> Name {
@@ -115,38 +114,11 @@ mod tests {
     }
 
     fn upstream(n: &str, endpoints: Endpoints) -> (Name, Upstream) {
-        (
-            name(n),
-            Upstream {
-                name: name(n),
-                endpoints,
-                balance: Balance::RoundRobin,
-                connect_timeout: defaults::CONNECT_TIMEOUT,
-                http2: false,
-                health_check: None,
-                outlier_detection: None,
-                circuit_breaker: None,
-            },
-        )
+        (name(n), Upstream::new(name(n), endpoints))
     }
 
     fn route(n: &str, to: &str) -> Route {
-        Route {
-            name: name(n),
-            matcher: RouteMatch {
-                hosts: vec!["*".into()],
-                path: PathMatch::Prefix(format!("/{n}")),
-                methods: Vec::new(),
-                headers: Vec::new(),
-            },
-            action: Action::Upstream(name(to)),
-            rewrite: None,
-            request_headers: HeaderMutation::default(),
-            response_headers: HeaderMutation::default(),
-            timeout: None,
-            retries: None,
-            cors: None,
-        }
+        Route::to_upstream(name(n), &format!("/{n}"), name(to))
     }
 
     fn listener(n: &str, port: u16) -> ModelListener {

@@ -750,34 +750,15 @@ mod tests {
     }
 
     fn model_route(n: &str, hosts: &[&str], prefix: &str) -> model::Route {
-        model::Route {
-            name: name(n),
-            matcher: model::RouteMatch {
-                hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-                path: PathMatch::Prefix(prefix.to_owned()),
-                methods: Vec::new(),
-                headers: Vec::new(),
-            },
-            action: Action::Upstream(name("svc")),
-            rewrite: None,
-            request_headers: HeaderMutation::default(),
-            response_headers: HeaderMutation::default(),
-            timeout: None,
-            retries: None,
-            cors: None,
-        }
+        let mut r = model::Route::to_upstream(name(n), prefix, name("svc"));
+        r.matcher.hosts = hosts.iter().map(|h| (*h).to_owned()).collect();
+        r
     }
 
     fn upstream(balance: Balance) -> Upstream {
         Upstream {
-            name: name("svc"),
-            endpoints: Endpoints::Static(Vec::new()),
             balance,
-            connect_timeout: defaults::CONNECT_TIMEOUT,
-            http2: false,
-            health_check: None,
-            outlier_detection: None,
-            circuit_breaker: None,
+            ..Upstream::new(name("svc"), Endpoints::Static(Vec::new()))
         }
     }
 

@@ -39,9 +39,9 @@ pub fn listener(n: &str, address: &str) -> Listener {
 }
 
 pub fn upstream(n: &str, endpoints: &[(&str, u32)]) -> Upstream {
-    Upstream {
-        name: name(n),
-        endpoints: Endpoints::Static(
+    Upstream::new(
+        name(n),
+        Endpoints::Static(
             endpoints
                 .iter()
                 .map(|(a, w)| Endpoint {
@@ -50,33 +50,12 @@ pub fn upstream(n: &str, endpoints: &[(&str, u32)]) -> Upstream {
                 })
                 .collect(),
         ),
-        balance: Balance::RoundRobin,
-        connect_timeout: defaults::CONNECT_TIMEOUT,
-        http2: false,
-        health_check: None,
-        outlier_detection: None,
-        circuit_breaker: None,
-    }
+    )
 }
 
 /// A route to `upstream` for `path_prefix` on any host, nothing else set.
 pub fn route(n: &str, path_prefix: &str, upstream: &str) -> Route {
-    Route {
-        name: name(n),
-        matcher: RouteMatch {
-            hosts: vec!["*".to_owned()],
-            path: PathMatch::Prefix(path_prefix.to_owned()),
-            methods: Vec::new(),
-            headers: Vec::new(),
-        },
-        action: Action::Upstream(name(upstream)),
-        rewrite: None,
-        request_headers: HeaderMutation::default(),
-        response_headers: HeaderMutation::default(),
-        timeout: None,
-        retries: None,
-        cors: None,
-    }
+    Route::to_upstream(name(n), path_prefix, name(upstream))
 }
 
 fn upstreams(list: Vec<Upstream>) -> BTreeMap<Name, Upstream> {

@@ -167,12 +167,7 @@ fn route_match(cx: &Cx<'_>, m: &MatchDto) -> Option<RouteMatch> {
             }
         }),
     };
-    let headers = match &m.headers {
-        None => Some(Vec::new()),
-        Some(h) => h
-            .get()
-            .and_then(|h| header_map(cx, h, syntax::header_name, "listed")),
-    };
+    let headers = optional_headers(cx, &m.headers);
     Some(RouteMatch {
         hosts: hosts?,
         path: path?,
@@ -240,6 +235,19 @@ fn path_match(cx: &Cx<'_>, m: &MatchDto) -> Option<PathMatch> {
 }
 
 /// Header names to values; `what` completes "header `x` is ... twice".
+/// An optional `name: value` header map (absent: none).
+fn optional_headers(
+    cx: &Cx<'_>,
+    field: &Option<Spanned<NamedMap<String>>>,
+) -> Option<Vec<(HeaderName, String)>> {
+    match field {
+        None => Some(Vec::new()),
+        Some(h) => h
+            .get()
+            .and_then(|h| header_map(cx, h, syntax::header_name, "listed")),
+    }
+}
+
 fn header_map(
     cx: &Cx<'_>,
     map: &NamedMap<String>,
@@ -326,12 +334,7 @@ fn respond(cx: &Cx<'_>, r: &RespondDto) -> Option<Respond> {
             Err(format!("`status` must be from 200 to 599, found {s}"))
         }
     });
-    let headers = match &r.headers {
-        None => Some(Vec::new()),
-        Some(h) => h
-            .get()
-            .and_then(|h| header_map(cx, h, syntax::header_name, "listed")),
-    };
+    let headers = optional_headers(cx, &r.headers);
     Some(Respond {
         status: status?,
         body: r.body.as_ref().and_then(Spanned::get).cloned(),

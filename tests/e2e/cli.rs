@@ -159,3 +159,25 @@ fn version_and_help() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The README's first command: `scripts/up --check` brings the quickstart up (Envoy, xds-server,
+/// demo upstreams on their fixed local ports), sends a request through the gateway, and stops.
+#[test]
+fn scripts_up_serves_the_quickstart() -> anyhow::Result<()> {
+    let root = vrata_e2e::paths::repo_root();
+    let _ = binary("xds-server"); // built once, like every test here
+    let out = Command::new("bash")
+        .arg(root.join("scripts/up"))
+        .arg("--check")
+        .current_dir(&root)
+        .env("ENVOY_BIN", vrata_e2e::paths::envoy_bin())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "scripts/up --check failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("\"path\":\"/orders/42\""), "{stdout}");
+    Ok(())
+}

@@ -111,14 +111,23 @@ impl Interest {
         }
     }
 
-    /// A file the last load read, the config file itself, or (config folder) any YAML file
-    /// in it: a new file joins the config.
+    /// A file the last load read, the config file itself, (config folder) any YAML file in
+    /// it — a new file joins the config — or a Kubernetes atomic-writer entry (`..data`,
+    /// `..2026_11_26...`): a mounted ConfigMap or Secret changes by swapping a `..data` symlink,
+    /// and the files the config names never see an event of their own.
     fn covers(&self, ev: &notify::Event) -> bool {
         if matches!(ev.kind, notify::EventKind::Access(_)) {
             return false;
         }
         ev.paths.iter().any(|p| {
             if self.files.contains(p) || *p == self.root {
+                return true;
+            }
+            let atomic_writer = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".."));
+            if atomic_writer {
                 return true;
             }
             let yaml = matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));

@@ -32,10 +32,10 @@ routes:
     match: {{path_regex: "^/re/[0-9]+$"}}
     upstream: b
   - name: by-header
-    match: {{path_prefix: /h, headers: {{x-variant: blue}}}}
+    match: {{path_prefix: /variant, headers: {{x-variant: blue}}}}
     upstream: b
   - name: by-prefix
-    match: {{path_prefix: /h}}
+    match: {{path_prefix: /variant}}
     upstream: a
   - name: rewritten
     match: {{path_prefix: /api/a}}
@@ -91,9 +91,21 @@ async fn each_match_kind_reaches_its_upstream_in_precedence_order() -> anyhow::R
             "/v2/orders/42/user/7",
         ),
         ("/re/123", None, None, "b", "/re/123"),
-        ("/h/x", Some(("x-variant", "blue")), None, "b", "/h/x"),
-        ("/h/x", Some(("x-variant", "green")), None, "a", "/h/x"),
-        ("/h/x", None, None, "a", "/h/x"),
+        (
+            "/variant/x",
+            Some(("x-variant", "blue")),
+            None,
+            "b",
+            "/variant/x",
+        ),
+        (
+            "/variant/x",
+            Some(("x-variant", "green")),
+            None,
+            "a",
+            "/variant/x",
+        ),
+        ("/variant/x", None, None, "a", "/variant/x"),
         ("/host/1", None, Some("api.example.com"), "b", "/host/1"),
         ("/host/1", None, Some("other.example.com"), "a", "/host/1"),
         ("/api/a/items?x=1", None, None, "a", "/internal/items?x=1"),

@@ -165,6 +165,66 @@ impl Drop for StreamCtx {
     }
 }
 
+/// What a stream task reacts to.
+enum Event<R> {
+    Request(TypeKind, R),
+    NewSnapshot,
+}
+
+/// The two request kinds, as far as the event pump needs them.
+trait XdsRequest {
+    fn node(&self) -> Option<&envoy_types::pb::envoy::config::core::v3::Node>;
+    fn type_url(&self) -> &str;
+}
+
+impl XdsRequest for DiscoveryRequest {
+    fn node(&self) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        self.node.as_ref()
+    }
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+}
+
+impl XdsRequest for DeltaDiscoveryRequest {
+    fn node(&self) -> Option<&envoy_types::pb::envoy::config::core::v3::Node> {
+        self.node.as_ref()
+    }
+    fn type_url(&self) -> &str {
+        &self.type_url
+    }
+}
+
+/// Waits for the next request or snapshot. `None`: the stream is over (the client left or
+/// the server is shutting down).
+async fn next_event<R: XdsRequest>(
+    ctx: &mut StreamCtx,
+    requests: &mut Streaming<R>,
+    snapshots: &mut SnapshotRx,
+) -> Option<Event<R>> {
+    loop {
+        tokio::select! {
+            req = requests.next() => {
+                let req = match req? {
+                    Ok(r) => r,
+                    Err(status) => {
+                        tracing::info!(stream = ctx.id, error = %status, "xDS stream ended by the client");
+                        return None;
+                    }
+                };
+                ctx.identify(req.node());
+                match TypeKind::from_type_url(req.type_url()) {
+                    Some(kind) => return Some(Event::Request(kind, req)),
+                    None => tracing::warn!(stream = ctx.id, type_url = %req.type_url(), "request for a type vrata does not serve; ignored"),
+                }
+            }
+            changed = snapshots.changed() => {
+                return changed.ok().map(|()| Event::NewSnapshot);
+            }
+        }
+    }
+}
+
 /// Names a client asks for; `*` or nothing on a wildcard type means everything.
 fn wants(kind: TypeKind, names: &BTreeSet<String>, name: &str) -> bool {
     kind.is_wildcard() || names.contains(name)
@@ -189,31 +249,19 @@ mod sotw {
     ) {
         let mut state: BTreeMap<TypeKind, TypeState> = BTreeMap::new();
         let mut snapshots = ctx.snapshots.clone();
-        loop {
-            tokio::select! {
-                req = requests.next() => {
-                    let req = match req {
-                        Some(Ok(r)) => r,
-                        Some(Err(status)) => {
-                            tracing::info!(stream = ctx.id, error = %status, "xDS stream ended by the client");
-                            return;
-                        }
-                        None => return,
-                    };
-                    ctx.identify(req.node.as_ref());
-                    let Some(kind) = TypeKind::from_type_url(&req.type_url) else {
-                        tracing::warn!(stream = ctx.id, type_url = %req.type_url, "request for a type vrata does not serve; ignored");
-                        continue;
-                    };
-                    if handle(&mut ctx, &mut state, kind, req) && !respond(&mut ctx, &mut state, kind, &tx).await {
+        while let Some(event) = next_event(&mut ctx, &mut requests, &mut snapshots).await {
+            match event {
+                Event::Request(kind, req) => {
+                    if handle(&mut ctx, &mut state, kind, req)
+                        && !respond(&mut ctx, &mut state, kind, &tx).await
+                    {
                         return;
                     }
                 }
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        return; // the server is shutting down
-                    }
-                    let Some(snapshot) = ctx.current() else { continue };
+                Event::NewSnapshot => {
+                    let Some(snapshot) = ctx.current() else {
+                        continue;
+                    };
                     for kind in TypeKind::PUSH_ORDER {
                         let stale = state.get(&kind).is_some_and(|s| {
                             s.sent_version.as_deref() != Some(snapshot.types(kind).version.as_str())
@@ -319,36 +367,20 @@ mod delta {
     ) {
         let mut state: BTreeMap<TypeKind, TypeState> = BTreeMap::new();
         let mut snapshots = ctx.snapshots.clone();
-        loop {
-            tokio::select! {
-                req = requests.next() => {
-                    let req = match req {
-                        Some(Ok(r)) => r,
-                        Some(Err(status)) => {
-                            tracing::info!(stream = ctx.id, error = %status, "xDS stream ended by the client");
-                            return;
-                        }
-                        None => return,
-                    };
-                    ctx.identify(req.node.as_ref());
-                    let Some(kind) = TypeKind::from_type_url(&req.type_url) else {
-                        tracing::warn!(stream = ctx.id, type_url = %req.type_url, "request for a type vrata does not serve; ignored");
-                        continue;
-                    };
+        while let Some(event) = next_event(&mut ctx, &mut requests, &mut snapshots).await {
+            let kinds: Vec<TypeKind> = match event {
+                Event::Request(kind, req) => {
                     handle(&mut ctx, &mut state, kind, req);
-                    if !push(&mut ctx, &mut state, kind, &tx).await {
-                        return;
-                    }
+                    vec![kind]
                 }
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    for kind in TypeKind::PUSH_ORDER {
-                        if state.contains_key(&kind) && !push(&mut ctx, &mut state, kind, &tx).await {
-                            return;
-                        }
-                    }
+                Event::NewSnapshot => TypeKind::PUSH_ORDER
+                    .into_iter()
+                    .filter(|k| state.contains_key(k))
+                    .collect(),
+            };
+            for kind in kinds {
+                if !push(&mut ctx, &mut state, kind, &tx).await {
+                    return;
                 }
             }
         }
@@ -448,13 +480,15 @@ mod delta {
         }
         let nonce = ctx.next_nonce();
         if let Some(st) = state.get_mut(&kind) {
-            st.in_flight.insert(ctx.nonce, snapshot.version.clone());
+            // Recorded as the type's version, as state of the world does, so that "in sync"
+            // means the same for both protocols.
+            st.in_flight.insert(ctx.nonce, set.version.clone());
             // Bound the map if a client never answers.
             while st.in_flight.len() > STREAM_BUFFER {
                 st.in_flight.pop_first();
             }
         }
-        ctx.record_push(kind, &snapshot.version);
+        ctx.record_push(kind, &set.version);
         let sent = tx
             .send(Ok(DeltaDiscoveryResponse {
                 system_version_info: snapshot.version.clone(),

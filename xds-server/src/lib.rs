@@ -7,7 +7,11 @@ pub mod config;
 pub mod model;
 pub mod translate;
 
+pub mod admin;
 pub mod ads;
+pub mod control;
 pub mod metrics;
 pub mod nodes;
 pub mod snapshot;
+pub mod unix_seconds;
+pub mod watch;

@@ -26,15 +26,26 @@ pub struct Nack {
     pub version: String,
     /// The error, redacted.
     pub message: String,
-    #[serde(with = "unix_seconds")]
+    #[serde(with = "crate::unix_seconds")]
     pub at: SystemTime,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TypeStatus {
     pub sent_version: Option<String>,
+    /// Unix seconds of the last response sent.
+    pub sent_at: Option<f64>,
     pub acked_version: Option<String>,
+    /// Unix seconds of the last ACK: `acked_at - sent_at` is how long the client took to apply.
+    pub acked_at: Option<f64>,
     pub last_nack: Option<Nack>,
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,7 +56,7 @@ pub struct NodeStatus {
     /// `sotw` or `delta`.
     pub protocol: &'static str,
     pub peer: Option<String>,
-    #[serde(with = "unix_seconds")]
+    #[serde(with = "crate::unix_seconds")]
     pub connected_at: SystemTime,
     pub types: BTreeMap<&'static str, TypeStatus>,
 }
@@ -105,7 +116,9 @@ impl Nodes {
     pub fn sent(&self, stream: u64, kind: TypeKind, version: &str) {
         self.with(|i| {
             if let Some(s) = i.streams.get_mut(&stream) {
-                s.types.entry(kind.short()).or_default().sent_version = Some(version.to_owned());
+                let t = s.types.entry(kind.short()).or_default();
+                t.sent_version = Some(version.to_owned());
+                t.sent_at = Some(now_seconds());
             }
         });
     }
@@ -113,7 +126,9 @@ impl Nodes {
     pub fn acked(&self, stream: u64, kind: TypeKind, version: &str) {
         self.with(|i| {
             if let Some(s) = i.streams.get_mut(&stream) {
-                s.types.entry(kind.short()).or_default().acked_version = Some(version.to_owned());
+                let t = s.types.entry(kind.short()).or_default();
+                t.acked_version = Some(version.to_owned());
+                t.acked_at = Some(now_seconds());
             }
         });
     }
@@ -184,18 +199,6 @@ pub fn redact(message: &str) -> String {
         out.push_str("… [truncated]");
     }
     out
-}
-
-mod unix_seconds {
-    use std::time::{SystemTime, UNIX_EPOCH};
-
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let secs = t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or_default();
-        s.serialize_f64(secs)
-    }
 }
 
 #[cfg(test)]

@@ -1,1 +1,260 @@
-//! PURE translation: `model::Gateway` -> Envoy resources. No I/O, no clock, no randomness.
+//! PURE translation: `model::Gateway` -> Envoy resources. No I/O, no clock, no randomness:
+//! the same model always gives the same resources (every list sorted by resource name), so
+//! snapshots can be compared and golden files hold.
+//!
+//! Names follow SPEC §3 so Envoy's admin stats read naturally: cluster and ClusterLoadAssignment
+//! = upstream name (`cluster.orders.*`), listener and HCM stat prefix = listener name
+//! (`http.public.*`), one RouteConfiguration per listener named after it, virtual hosts named
+//! after their domain, Envoy route names = route names.
+//!
+//! One module per resource kind; `local_reply` and `access_log` hold the two formats that are
+//! public contracts (problem+json bodies, JSON log lines); `render` prints resources.
+
+mod access_log;
+mod cluster;
+mod listener;
+mod local_reply;
+mod pb;
+mod render;
+mod route;
+
+use std::collections::BTreeSet;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteConfiguration, route as envoy_route, route_action,
+};
+
+pub use access_log::FIELDS as ACCESS_LOG_FIELDS;
+pub use cluster::HTTP_PROTOCOL_OPTIONS;
+pub use listener::{CORS_FILTER, HTTP_CONNECTION_MANAGER, ROUTER_FILTER};
+pub use local_reply::{METHOD_NOT_ALLOWED, PROBLEM_JSON, PROBLEMS, Problem};
+pub use render::{RenderError, render_yaml, static_bootstrap, to_yaml};
+pub use route::{ANY_HOST, IDEMPOTENT_METHODS};
+
+use crate::model::Gateway;
+
+/// The Envoy resources for one gateway configuration. Each list is sorted by resource name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Resources {
+    pub clusters: Vec<Cluster>,
+    /// Only for static-endpoint (EDS) upstreams; DNS upstreams carry theirs inline.
+    pub endpoints: Vec<ClusterLoadAssignment>,
+    pub listeners: Vec<Listener>,
+    pub route_configs: Vec<RouteConfiguration>,
+}
+
+impl Resources {
+    /// Every cluster a route sends traffic to, for consistency checks before publishing
+    /// (Envoy accepts routes to unknown clusters and then answers 503).
+    pub fn referenced_clusters(&self) -> BTreeSet<&str> {
+        self.route_configs
+            .iter()
+            .flat_map(|rc| &rc.virtual_hosts)
+            .flat_map(|vh| &vh.routes)
+            .filter_map(|r| match &r.action {
+                Some(envoy_route::Action::Route(action)) => match &action.cluster_specifier {
+                    Some(route_action::ClusterSpecifier::Cluster(name)) => Some(name.as_str()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Translates a validated gateway. Never fails: the model guarantees what Envoy needs
+/// (references resolve, regexes compile, names are valid resource names).
+pub fn translate(gw: &Gateway) -> Resources {
+    let mut clusters: Vec<Cluster> = gw.upstreams.values().map(cluster::cluster).collect();
+    let mut endpoints: Vec<ClusterLoadAssignment> = gw
+        .upstreams
+        .values()
+        .filter_map(cluster::load_assignment)
+        .collect();
+    // The CORS filter costs a little on every request: only when some route uses it.
+    let with_cors = gw.routes.iter().any(|r| r.cors.is_some());
+    let mut listeners: Vec<Listener> = gw
+        .listeners
+        .iter()
+        .map(|l| listener::listener(l, with_cors))
+        .collect();
+    let mut route_configs: Vec<RouteConfiguration> = gw
+        .listeners
+        .iter()
+        .map(|l| route::route_configuration(gw, l))
+        .collect();
+
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
+    listeners.sort_by(|a, b| a.name.cmp(&b.name));
+    route_configs.sort_by(|a, b| a.name.cmp(&b.name));
+    Resources {
+        clusters,
+        endpoints,
+        listeners,
+        route_configs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{
+        Action, Balance, Endpoint, Endpoints, FailureMode, HeaderMutation,
+        Listener as ModelListener, Name, PathMatch, Route, RouteMatch, Services, Upstream,
+        defaults,
+    };
+
+    fn name(s: &str) -> Name {
+        Name::new(s).expect("valid name")
+    }
+
+    fn upstream(n: &str, endpoints: Endpoints) -> (Name, Upstream) {
+        (
+            name(n),
+            Upstream {
+                name: name(n),
+                endpoints,
+                balance: Balance::RoundRobin,
+                connect_timeout: defaults::CONNECT_TIMEOUT,
+                http2: false,
+                health_check: None,
+                outlier_detection: None,
+                circuit_breaker: None,
+            },
+        )
+    }
+
+    fn route(n: &str, to: &str) -> Route {
+        Route {
+            name: name(n),
+            matcher: RouteMatch {
+                hosts: vec!["*".into()],
+                path: PathMatch::Prefix(format!("/{n}")),
+                methods: Vec::new(),
+                headers: Vec::new(),
+            },
+            action: Action::Upstream(name(to)),
+            rewrite: None,
+            request_headers: HeaderMutation::default(),
+            response_headers: HeaderMutation::default(),
+            timeout: None,
+            retries: None,
+            cors: None,
+        }
+    }
+
+    fn listener(n: &str, port: u16) -> ModelListener {
+        ModelListener {
+            name: name(n),
+            address: format!("0.0.0.0:{port}").parse().expect("addr"),
+            trusted_hops: 0,
+            http2: false,
+            redirect_https: false,
+            access_log: false,
+        }
+    }
+
+    fn gateway() -> Gateway {
+        let one = |port| {
+            Endpoints::Static(vec![Endpoint {
+                address: format!("10.0.0.1:{port}").parse().expect("addr"),
+                weight: 1,
+            }])
+        };
+        Gateway {
+            listeners: vec![listener("zeta", 8081), listener("alpha", 8080)],
+            upstreams: BTreeMap::from([
+                upstream("orders", one(1)),
+                upstream("users", one(2)),
+                upstream(
+                    "dns",
+                    Endpoints::Dns {
+                        host: "dns.internal".into(),
+                        port: 80,
+                    },
+                ),
+            ]),
+            routes: vec![route("b", "users"), route("a", "orders"), route("c", "dns")],
+            services: Services {
+                ext_authz: defaults::EXT_AUTHZ,
+                ratelimit: defaults::RATELIMIT,
+                timeout: defaults::SERVICE_TIMEOUT,
+                ext_authz_failure: FailureMode::Deny,
+                ratelimit_failure: FailureMode::Allow,
+            },
+        }
+    }
+
+    #[test]
+    fn resources_are_named_after_the_model_and_sorted() {
+        let r = translate(&gateway());
+        let clusters: Vec<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(clusters, ["dns", "orders", "users"]);
+        // Only static-endpoint upstreams have a ClusterLoadAssignment, named after the cluster.
+        let endpoints: Vec<&str> = r
+            .endpoints
+            .iter()
+            .map(|e| e.cluster_name.as_str())
+            .collect();
+        assert_eq!(endpoints, ["orders", "users"]);
+        let listeners: Vec<&str> = r.listeners.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(listeners, ["alpha", "zeta"]);
+        let route_configs: Vec<&str> = r.route_configs.iter().map(|rc| rc.name.as_str()).collect();
+        assert_eq!(route_configs, ["alpha", "zeta"]);
+    }
+
+    #[test]
+    fn every_referenced_cluster_exists() {
+        let r = translate(&gateway());
+        let clusters: BTreeSet<&str> = r.clusters.iter().map(|c| c.name.as_str()).collect();
+        let referenced = r.referenced_clusters();
+        assert_eq!(referenced, BTreeSet::from(["dns", "orders", "users"]));
+        assert!(referenced.is_subset(&clusters));
+    }
+
+    #[test]
+    fn cors_filter_only_when_a_route_uses_it() {
+        let without = translate(&gateway());
+        let mut gw = gateway();
+        gw.routes[1].cors = Some(crate::model::Cors {
+            allow_origins: vec!["*".into()],
+            allow_methods: Vec::new(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        });
+        let with = translate(&gw);
+        let filter_count = |r: &Resources| {
+            let hcm = listener::http_connection_manager(&gw.listeners[0], false);
+            let _ = hcm;
+            r.listeners[0].filter_chains[0].filters.len()
+        };
+        assert_eq!(filter_count(&without), 1);
+        let hcm_of = |r: &Resources| -> Vec<String> {
+            let Some(
+                envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any),
+            ) = &r.listeners[0].filter_chains[0].filters[0].config_type
+            else {
+                panic!("typed config expected");
+            };
+            let hcm: envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager =
+                prost::Message::decode(any.value.as_slice()).expect("an HCM");
+            hcm.http_filters.into_iter().map(|f| f.name).collect()
+        };
+        assert_eq!(hcm_of(&without), [ROUTER_FILTER]);
+        assert_eq!(hcm_of(&with), [CORS_FILTER, ROUTER_FILTER]);
+    }
+
+    #[test]
+    fn translation_is_deterministic() {
+        let gw = gateway();
+        assert_eq!(translate(&gw), translate(&gw.clone()));
+    }
+}

@@ -1,0 +1,172 @@
+//! Decoded files to the typed model: merging a directory's files, semantic checks with the
+//! positions of the offending values, and the defaults of `model::defaults`.
+//!
+//! Conversion never stops at a problem: it reports it, substitutes a default or skips the item,
+//! and checks the rest. The model it returns is only used when nothing was reported.
+
+mod listener;
+mod route;
+mod services;
+mod upstream;
+
+use std::collections::BTreeMap;
+
+use super::diagnostic::{Pos, Sink, already_defined};
+use super::dto::{GatewayDto, ServicesDto};
+use super::spanned::Spanned;
+use crate::model::{Gateway, Name};
+
+/// Shared state of one conversion.
+pub(crate) struct Cx<'a> {
+    pub sink: &'a Sink,
+}
+
+impl Cx<'_> {
+    pub fn error(&self, pos: Pos, message: impl Into<String>) {
+        self.sink.error(pos, message);
+    }
+
+    /// Checks a field's value with `check`, reporting a failure at the value.
+    pub fn check<T, U>(
+        &self,
+        field: &Spanned<T>,
+        check: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Option<U> {
+        match check(field.get()?) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.error(field.pos(), message);
+                None
+            }
+        }
+    }
+
+    /// Like [`Cx::check`] for an optional field: `Ok(None)` when absent, `Err(())` when invalid.
+    pub fn check_opt<T, U>(
+        &self,
+        field: &Option<Spanned<T>>,
+        check: impl FnOnce(&T) -> Result<U, String>,
+    ) -> Result<Option<U>, ()> {
+        match field {
+            None => Ok(None),
+            Some(f) => self.check(f, check).map(Some).ok_or(()),
+        }
+    }
+
+    pub fn name(&self, field: &Spanned<String>) -> Option<Name> {
+        self.check(field, |s| Name::new(s.as_str()).map_err(|e| e.to_string()))
+    }
+}
+
+/// One decoded file.
+pub(crate) struct FileDto {
+    pub gateway: Option<GatewayDto>,
+}
+
+/// Names defined so far, for "already defined at" messages.
+#[derive(Default)]
+pub(crate) struct Defined(BTreeMap<String, Pos>);
+
+impl Defined {
+    /// Records `name` at `pos`; reports it if it was defined before.
+    pub fn define(&mut self, cx: &Cx<'_>, what: &str, name: &str, pos: Pos) -> bool {
+        if let Some(first) = self.0.get(name) {
+            cx.error(pos, already_defined(cx.sink, what, name, *first));
+            false
+        } else {
+            self.0.insert(name.to_owned(), pos);
+            true
+        }
+    }
+}
+
+/// Merges and converts the decoded files, in file order. `complete` is false when a file could
+/// not be read or parsed: references to upstreams are then not checked (the upstream may be in
+/// the broken file), to avoid reporting follow-up errors.
+pub(crate) fn convert(files: &[FileDto], complete: bool, sink: &Sink) -> Gateway {
+    let cx = Cx { sink };
+    let gateways: Vec<&GatewayDto> = files.iter().filter_map(|f| f.gateway.as_ref()).collect();
+    let complete = complete && gateways.len() == files.len();
+
+    // Upstreams first: routes refer to them.
+    let mut upstream_names = Defined::default();
+    let mut upstreams_complete = complete;
+    let mut upstreams = BTreeMap::new();
+    for gw in &gateways {
+        let Some(section) = &gw.upstreams else {
+            continue;
+        };
+        let Some(map) = section.get() else {
+            upstreams_complete = false;
+            continue;
+        };
+        for (name, dto) in &map.0 {
+            let Some(text) = name.get() else {
+                upstreams_complete = false;
+                continue;
+            };
+            if !upstream_names.define(&cx, "upstream", text, name.pos()) {
+                continue;
+            }
+            if let Some(u) = upstream::convert(&cx, name, dto) {
+                upstreams.insert(u.name.clone(), u);
+            }
+        }
+    }
+
+    let mut listener_names = Defined::default();
+    let mut addresses = listener::Addresses::default();
+    let mut listeners = Vec::new();
+    for gw in &gateways {
+        for dto in items(&gw.listeners) {
+            if let Some(l) = listener::convert(&cx, dto, &mut listener_names, &mut addresses) {
+                listeners.push(l);
+            }
+        }
+    }
+
+    let known = route::Upstreams {
+        names: upstream_names.0.keys().map(String::as_str).collect(),
+        complete: upstreams_complete,
+    };
+    let mut route_names = Defined::default();
+    let mut routes = Vec::new();
+    for gw in &gateways {
+        for dto in items(&gw.routes) {
+            if let Some(r) = route::convert(&cx, dto, &known, &mut route_names) {
+                routes.push(r);
+            }
+        }
+    }
+
+    let mut first_services: Option<&Spanned<ServicesDto>> = None;
+    for gw in &gateways {
+        if let Some(s) = &gw.services {
+            match first_services {
+                None => first_services = Some(s),
+                Some(first) => cx.error(
+                    s.pos(),
+                    format!(
+                        "`services` is already defined at {}: define it in one file only",
+                        sink.locate(first.pos())
+                    ),
+                ),
+            }
+        }
+    }
+    let services = services::convert(&cx, first_services.and_then(Spanned::get));
+
+    Gateway {
+        listeners,
+        upstreams,
+        routes,
+        services,
+    }
+}
+
+/// The valid items of an optional list field.
+pub(crate) fn items<T>(
+    list: &Option<Spanned<Vec<Spanned<T>>>>,
+) -> impl Iterator<Item = &Spanned<T>> {
+    list.iter().filter_map(Spanned::get).flat_map(|v| v.iter())
+}

@@ -1,0 +1,458 @@
+//! The file format as serde types: what a gateway file may contain, before semantic checks.
+//!
+//! These types are the single source of the key names and of the JSON Schema
+//! (`docs/gateway.schema.json`); their doc comments become the schema's descriptions. Every
+//! field is a [`Spanned`] so that checks can point at it and a bad value stops only itself.
+//! Everything that needs more than a type (ranges, cross-references, exclusive keys) is checked
+//! in `convert`.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use super::de::KeyHint;
+use super::diagnostic::not_supported_yet;
+use super::duration;
+use super::spanned::Spanned;
+
+/// Optional field.
+pub(crate) type Opt<T> = Option<Spanned<T>>;
+/// A list whose items are checked (and reported) one by one.
+pub(crate) type List<T> = Spanned<Vec<Spanned<T>>>;
+
+/// Keys of later releases and well-known slips, by struct (serde name) and key.
+pub(crate) fn key_hint(container: &str, key: &str) -> Option<KeyHint> {
+    let later = matches!(
+        (container, key),
+        ("Gateway", "auth" | "rate_limits")
+            | ("Listener" | "Upstream", "tls")
+            | ("Route", "auth" | "rate_limit")
+    );
+    if later {
+        return Some(KeyHint {
+            message: not_supported_yet(key),
+            stands_for: None,
+        });
+    }
+    if container == "Retries" && matches!(key, "on" | "true") {
+        return Some(KeyHint {
+            message: format!(
+                "unknown key `{key}`: use `retry_on:` (YAML 1.1 tools read `on:` as `true:`)"
+            ),
+            stands_for: Some("retry_on"),
+        });
+    }
+    None
+}
+
+/// A vrata gateway configuration: one file, or one of a directory's files, which are merged
+/// (`listeners` and `routes` in file-name order, `upstreams` by name, `services` from one file).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(rename = "Gateway", deny_unknown_fields)]
+#[schemars(title = "vrata gateway configuration")]
+pub(crate) struct GatewayDto {
+    /// Where Envoy accepts traffic.
+    pub listeners: Opt<Vec<Spanned<ListenerDto>>>,
+    /// Backend services by name (Envoy clusters named after them).
+    pub upstreams: Opt<NamedMap<UpstreamDto>>,
+    /// Routing rules; their order is the match precedence within a host.
+    pub routes: Opt<Vec<Spanned<RouteDto>>>,
+    /// Where Envoy reaches vrata's own services.
+    pub services: Opt<ServicesDto>,
+}
+
+/// An Envoy listener: an address and an HTTP connection manager.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Listener", deny_unknown_fields)]
+pub(crate) struct ListenerDto {
+    /// Listener name and stats prefix (`http.<name>.*`); unique.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,128}$"))]
+    pub name: Spanned<String>,
+    /// `IP:PORT` to listen on, e.g. `0.0.0.0:8080` or `[::]:8080`; unique.
+    pub address: Spanned<String>,
+    /// Accept HTTP/2 (h2c with prior knowledge) besides HTTP/1.1. Default `true`.
+    pub http2: Opt<bool>,
+    /// Answer every request with a redirect to https. Default `false`.
+    pub redirect_https: Opt<bool>,
+    /// Number of proxies in front of the gateway trusted to append `x-forwarded-for`. Default 0.
+    pub trusted_hops: Opt<u32>,
+    /// Write a JSON access log line per request to stdout. Default `true`.
+    pub access_log: Opt<bool>,
+}
+
+/// A named upstream: fixed IP endpoints or a DNS name, and how to balance and protect them.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Upstream", deny_unknown_fields)]
+pub(crate) struct UpstreamDto {
+    /// Fixed endpoints: `"IP:PORT"` or `{address: "IP:PORT", weight: N}`. Exclusive with `dns`.
+    pub endpoints: Opt<Vec<Spanned<EndpointDto>>>,
+    /// `host:port` resolved by Envoy; every address is an endpoint. Exclusive with `endpoints`.
+    pub dns: Opt<String>,
+    /// Load-balancing policy. Default `round_robin`.
+    pub balance: Opt<BalanceDto>,
+    /// What `ring_hash` and `maglev` hash: `header:NAME`, `cookie:NAME` or `ip`.
+    #[schemars(regex(pattern = r"^(header:.+|cookie:.+|ip)$"))]
+    pub hash_on: Opt<String>,
+    /// TCP connect timeout. Default 5s.
+    pub connect_timeout: Opt<DurationDto>,
+    /// Speak HTTP/2 to the endpoints (gRPC). Default `false`.
+    pub http2: Opt<bool>,
+    /// Active HTTP health checking.
+    pub health_check: Opt<HealthCheckDto>,
+    /// Passive ejection of failing endpoints.
+    pub outlier_detection: Opt<OutlierDetectionDto>,
+    /// Envoy circuit-breaker thresholds.
+    pub circuit_breaker: Opt<CircuitBreakerDto>,
+}
+
+/// An endpoint: `"IP:PORT"`, or a mapping with a weight.
+#[derive(Debug, JsonSchema)]
+#[serde(rename = "Endpoint", untagged)]
+pub(crate) enum EndpointDto {
+    Address(String),
+    Weighted(WeightedEndpointDto),
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "WeightedEndpoint", deny_unknown_fields)]
+pub(crate) struct WeightedEndpointDto {
+    /// `IP:PORT`.
+    pub address: Spanned<String>,
+    /// Relative weight, 1 to 128. Default 1.
+    #[schemars(range(min = 1, max = 128))]
+    pub weight: Opt<u32>,
+}
+
+impl<'de> Deserialize<'de> for EndpointDto {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EndpointVisitor;
+        impl<'de> Visitor<'de> for EndpointVisitor {
+            type Value = EndpointDto;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"IP:PORT\" or {address, weight}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EndpointDto, E> {
+                Ok(EndpointDto::Address(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EndpointDto, A::Error> {
+                WeightedEndpointDto::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(EndpointDto::Weighted)
+            }
+        }
+        deserializer.deserialize_struct("WeightedEndpoint", ENDPOINT_FIELDS, EndpointVisitor)
+    }
+}
+
+const ENDPOINT_FIELDS: &[&str] = &["address", "weight"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename = "Balance", rename_all = "snake_case")]
+pub(crate) enum BalanceDto {
+    RoundRobin,
+    LeastRequest,
+    Random,
+    RingHash,
+    Maglev,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "HealthCheck", deny_unknown_fields)]
+pub(crate) struct HealthCheckDto {
+    /// Path of the HTTP GET; a 2xx answer is healthy.
+    pub path: Spanned<String>,
+    /// Time between checks. Default 3s.
+    pub interval: Opt<DurationDto>,
+    /// Time to wait for an answer. Default 1s.
+    pub timeout: Opt<DurationDto>,
+    /// Successes before an endpoint counts as healthy. Default 1.
+    #[schemars(range(min = 1))]
+    pub healthy_after: Opt<u32>,
+    /// Failures before an endpoint counts as unhealthy. Default 3.
+    #[schemars(range(min = 1))]
+    pub unhealthy_after: Opt<u32>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "OutlierDetection", deny_unknown_fields)]
+pub(crate) struct OutlierDetectionDto {
+    /// Consecutive 5xx answers that eject an endpoint. Default 5.
+    #[schemars(range(min = 1))]
+    pub consecutive_5xx: Opt<u32>,
+    /// Base ejection time. Default 30s.
+    pub eject_for: Opt<DurationDto>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "CircuitBreaker", deny_unknown_fields)]
+pub(crate) struct CircuitBreakerDto {
+    /// Envoy's default when unset (1024).
+    #[schemars(range(min = 1))]
+    pub max_connections: Opt<u32>,
+    /// Envoy's default when unset (1024).
+    #[schemars(range(min = 1))]
+    pub max_pending: Opt<u32>,
+    /// Envoy's default when unset (1024).
+    #[schemars(range(min = 1))]
+    pub max_requests: Opt<u32>,
+    /// Envoy's default when unset (3).
+    #[schemars(range(min = 1))]
+    pub max_retries: Opt<u32>,
+}
+
+/// A routing rule: a match and exactly one of `upstream`, `respond`, `redirect`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Route", deny_unknown_fields)]
+pub(crate) struct RouteDto {
+    /// Route name and Envoy route stat prefix; unique across all files.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,128}$"))]
+    pub name: Spanned<String>,
+    /// What requests the route takes. Default: any host, any path.
+    #[serde(rename = "match")]
+    pub matcher: Opt<MatchDto>,
+    /// Name of the upstream to proxy to.
+    pub upstream: Opt<String>,
+    /// Answer directly.
+    pub respond: Opt<RespondDto>,
+    /// Answer with a redirect.
+    pub redirect: Opt<RedirectDto>,
+    /// Rewrite the path before proxying.
+    pub rewrite: Opt<RewriteDto>,
+    /// Headers changed on the request to the upstream.
+    pub request_headers: Opt<HeaderRulesDto>,
+    /// Headers changed on the response to the client.
+    pub response_headers: Opt<HeaderRulesDto>,
+    /// Whole-request timeout. Default: Envoy's 15s.
+    pub timeout: Opt<DurationDto>,
+    /// Retry policy.
+    pub retries: Opt<RetriesDto>,
+    /// CORS policy.
+    pub cors: Opt<CorsDto>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Match", deny_unknown_fields)]
+pub(crate) struct MatchDto {
+    /// Virtual-host domains: `api.example.com`, `*.example.com`, `api.*` or `*`. Default `["*"]`.
+    pub hosts: Opt<Vec<Spanned<String>>>,
+    /// Exact path (query excluded). At most one of `path`, `path_prefix`, `path_template`,
+    /// `path_regex`; default `path_prefix: /`.
+    pub path: Opt<String>,
+    /// Path prefix.
+    pub path_prefix: Opt<String>,
+    /// Envoy URI template, e.g. `/api/orders/{id}`.
+    pub path_template: Opt<String>,
+    /// RE2 regex matched against the whole path.
+    pub path_regex: Opt<String>,
+    /// HTTP methods; default any.
+    pub methods: Opt<Vec<Spanned<String>>>,
+    /// Exact header values that must all be present.
+    pub headers: Opt<NamedMap<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Respond", deny_unknown_fields)]
+pub(crate) struct RespondDto {
+    /// Status code, 200 to 599.
+    #[schemars(range(min = 200, max = 599))]
+    pub status: Spanned<u16>,
+    /// Response body.
+    pub body: Opt<String>,
+    /// Response headers.
+    pub headers: Opt<NamedMap<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Redirect", deny_unknown_fields)]
+pub(crate) struct RedirectDto {
+    /// New path.
+    pub path: Opt<String>,
+    /// New host.
+    pub host: Opt<String>,
+    /// New scheme.
+    pub scheme: Opt<SchemeDto>,
+    /// 301, 302, 307 or 308. Default 302.
+    pub status: Opt<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename = "Scheme", rename_all = "snake_case")]
+pub(crate) enum SchemeDto {
+    Http,
+    Https,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Rewrite", deny_unknown_fields)]
+pub(crate) struct RewriteDto {
+    /// Replaces the matched `path_prefix`.
+    pub path_prefix: Opt<String>,
+    /// Rebuilds the path from the `path_template` match's variables, e.g. `/v2/orders/{id}`.
+    pub path_template: Opt<String>,
+    /// RE2 regex over the path; with `substitution`.
+    pub regex: Opt<String>,
+    /// Replacement for `regex` matches; `\1` refers to a group.
+    pub substitution: Opt<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "HeaderRules", deny_unknown_fields)]
+pub(crate) struct HeaderRulesDto {
+    /// Headers to set (overwriting).
+    pub set: Opt<NamedMap<String>>,
+    /// Headers to remove.
+    pub remove: Opt<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Retries", deny_unknown_fields)]
+pub(crate) struct RetriesDto {
+    /// Retries after the first try, 1 to 10. Default 1.
+    #[schemars(range(min = 1, max = 10))]
+    pub attempts: Opt<u32>,
+    /// When to retry: `connect-failure`, `reset`, `5xx`, `gateway-error` or a status code.
+    #[schemars(with = "Vec<RetryOnSchema>", length(min = 1))]
+    pub retry_on: Spanned<Vec<Spanned<String>>>,
+    /// Timeout of each try.
+    pub per_try_timeout: Opt<DurationDto>,
+}
+
+/// When to retry: a condition, or a status code from 400 to 599 (`503` or `"503"`).
+// Only describes the schema: `retry_on` is decoded as text and checked in `convert`.
+#[derive(JsonSchema)]
+#[serde(rename = "RetryOn", untagged)]
+#[allow(dead_code)]
+pub(crate) enum RetryOnSchema {
+    Condition(RetryCondition),
+    Status(#[schemars(range(min = 400, max = 599))] u16),
+    StatusText(#[schemars(regex(pattern = r"^[45][0-9][0-9]$"))] String),
+}
+
+#[derive(JsonSchema)]
+#[serde(rename = "RetryCondition", rename_all = "kebab-case")]
+#[allow(dead_code)]
+pub(crate) enum RetryCondition {
+    ConnectFailure,
+    Reset,
+    #[serde(rename = "5xx")]
+    ServerError,
+    GatewayError,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Cors", deny_unknown_fields)]
+pub(crate) struct CorsDto {
+    /// Exact origins (`https://app.example.com`) or `*`.
+    pub allow_origins: List<String>,
+    /// Methods allowed in cross-origin requests.
+    pub allow_methods: Opt<Vec<Spanned<String>>>,
+    /// Request headers allowed.
+    pub allow_headers: Opt<Vec<Spanned<String>>>,
+    /// Response headers exposed to scripts.
+    pub expose_headers: Opt<Vec<Spanned<String>>>,
+    /// Allow credentials (not with origin `*`). Default `false`.
+    pub allow_credentials: Opt<bool>,
+    /// How long browsers may cache the preflight answer (whole seconds).
+    pub max_age: Opt<DurationDto>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Services", deny_unknown_fields)]
+pub(crate) struct ServicesDto {
+    /// ext-authz's gRPC address, `IP:PORT`. Default `127.0.0.1:18001`.
+    pub ext_authz: Opt<String>,
+    /// ratelimit-service's gRPC address, `IP:PORT`. Default `127.0.0.1:18002`.
+    pub ratelimit: Opt<String>,
+    /// Timeout of each call from Envoy to a service. Default 250ms.
+    pub timeout: Opt<DurationDto>,
+    /// When ext-authz is unreachable: `deny` (default) or `allow`.
+    pub ext_authz_failure: Opt<FailureModeDto>,
+    /// When ratelimit-service is unreachable: `allow` (default) or `deny`.
+    pub ratelimit_failure: Opt<FailureModeDto>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename = "FailureMode", rename_all = "snake_case")]
+pub(crate) enum FailureModeDto {
+    Allow,
+    Deny,
+}
+
+/// A duration such as `250ms`, `30s`, `5m`, `1h`, `1d` or `1m30s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DurationDto(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationDto {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = DurationDto;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 30s")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationDto, E> {
+                duration::parse(v).map(DurationDto).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(DurationVisitor)
+    }
+}
+
+impl JsonSchema for DurationDto {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^([0-9]+(ms|s|m|h|d))+$",
+            "description": "An integer and a unit (ms, s, m, h, d), e.g. 250ms, 30s, 5m, 1h, 1d; combined largest unit first, e.g. 1m30s. Greater than 0."
+        })
+    }
+}
+
+/// A mapping from names to values, in file order, with the position of every name.
+#[derive(Debug)]
+pub(crate) struct NamedMap<T>(pub Vec<(Spanned<String>, Spanned<T>)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NamedMap<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for MapVisitor<T> {
+            type Value = NamedMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<NamedMap<T>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(key) = map.next_key()? {
+                    entries.push((key, map.next_value()?));
+                }
+                Ok(NamedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for NamedMap<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        format!("Map_of_{}", T::schema_name()).into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "additionalProperties": generator.subschema_for::<T>(),
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! The control loop's one operation: load the files, translate, build a consistent snapshot,
+//! publish it — or keep the last good one and report every problem.
+//!
+//! file change -> [`ControlPlane::reload`] -> `config::load` (all problems at once) ->
+//! `translate` -> `Snapshot::build` (consistency) -> watch channel -> every ADS stream.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::ads::SnapshotRx;
+use crate::metrics::Metrics;
+use crate::nodes::Nodes;
+use crate::snapshot::{Resource, Snapshot};
+use crate::translate::Resources;
+use crate::{config, translate};
+
+/// What serving needs to know about the config in force.
+#[derive(Debug, Clone, Serialize)]
+pub struct Current {
+    pub version: String,
+    pub generation: u64,
+    #[serde(with = "crate::unix_seconds")]
+    pub loaded_at: SystemTime,
+    pub files: Vec<PathBuf>,
+    pub resources: std::collections::BTreeMap<&'static str, usize>,
+    /// The state-of-the-world version of each type (CDS, EDS, LDS, RDS): what a node in sync
+    /// has ACKed.
+    pub type_versions: std::collections::BTreeMap<&'static str, String>,
+    /// The merged gateway config, as JSON (GET /admin/config).
+    #[serde(skip)]
+    pub document: serde_json::Value,
+}
+
+/// The last rejected load: shown until a good one replaces it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    #[serde(with = "crate::unix_seconds")]
+    pub at: SystemTime,
+    /// Every problem, `FILE:LINE:COL: message`.
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new snapshot was published.
+    Applied { version: String },
+    /// The files changed but the Envoy resources did not: nothing pushed.
+    Unchanged,
+    /// The config is invalid; the last good snapshot keeps serving.
+    Rejected { problems: Vec<String> },
+}
+
+#[derive(Debug, Default)]
+struct State {
+    generation: u64,
+    current: Option<Current>,
+    last_error: Option<LastError>,
+}
+
+pub struct ControlPlane {
+    path: PathBuf,
+    boot_id: String,
+    tx: Mutex<Option<watch::Sender<Option<Arc<Snapshot>>>>>,
+    rx: SnapshotRx,
+    state: Mutex<State>,
+    pub nodes: Arc<Nodes>,
+    pub metrics: Metrics,
+}
+
+impl ControlPlane {
+    pub fn new(path: PathBuf, metrics: Metrics) -> Self {
+        let (tx, rx) = watch::channel(None);
+        Self {
+            path,
+            boot_id: crate::snapshot::boot_id(),
+            tx: Mutex::new(Some(tx)),
+            rx,
+            state: Mutex::new(State::default()),
+            nodes: Arc::new(Nodes::default()),
+            metrics,
+        }
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn snapshots(&self) -> SnapshotRx {
+        self.rx.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // State is replaced field by field under the lock; a panic elsewhere cannot leave it
+        // inconsistent, so recover from poisoning.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn current(&self) -> Option<Current> {
+        self.lock().current.clone()
+    }
+
+    pub fn last_error(&self) -> Option<LastError> {
+        self.lock().last_error.clone()
+    }
+
+    /// Files the last successful load read (the watcher adds their folders).
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.lock()
+            .current
+            .as_ref()
+            .map(|c| c.files.clone())
+            .unwrap_or_default()
+    }
+
+    /// Loads, validates and publishes. Blocking (file I/O): call it off the async runtime.
+    pub fn reload(&self) -> Outcome {
+        let started = Instant::now();
+        let outcome = self.try_reload();
+        match &outcome {
+            Outcome::Applied { version } => {
+                self.metrics.reload(true);
+                tracing::info!(%version, elapsed_ms = started.elapsed().as_millis() as u64, "config applied");
+            }
+            Outcome::Unchanged => {
+                self.metrics.reload(true);
+                tracing::info!("config reloaded: no change to the Envoy resources");
+            }
+            Outcome::Rejected { problems } => {
+                self.metrics.reload(false);
+                for p in problems {
+                    tracing::error!(problem = %p, "config rejected; the last good version keeps serving");
+                }
+                self.lock().last_error = Some(LastError {
+                    at: SystemTime::now(),
+                    problems: problems.clone(),
+                });
+            }
+        }
+        outcome
+    }
+
+    fn try_reload(&self) -> Outcome {
+        let loaded = match config::load(&self.path) {
+            Ok(l) => l,
+            Err(diags) => {
+                return Outcome::Rejected {
+                    problems: diags.iter().map(ToString::to_string).collect(),
+                };
+            }
+        };
+        let resources = translate::translate(&loaded.gateway);
+        let prev = self.rx.borrow().clone();
+        let generation = self.lock().generation + 1;
+        let snapshot = match Snapshot::build(
+            &self.boot_id,
+            generation,
+            prev.as_deref(),
+            resources_of(resources),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                // The model is validated, so this is a vrata bug; refuse rather than serve 503s.
+                return Outcome::Rejected {
+                    problems: vec![format!(
+                        "{}: internal error, refusing the config: {e}",
+                        self.path.display()
+                    )],
+                };
+            }
+        };
+        let unchanged = prev.as_deref().is_some_and(|p| {
+            crate::snapshot::TypeKind::PUSH_ORDER
+                .into_iter()
+                .all(|k| p.types(k).version == snapshot.types(k).version)
+        });
+        let mut state = self.lock();
+        state.last_error = None;
+        if unchanged {
+            if let Some(cur) = state.current.as_mut() {
+                cur.document = loaded.document;
+                cur.files = loaded.files;
+            }
+            return Outcome::Unchanged;
+        }
+        let version = snapshot.version.clone();
+        state.generation = generation;
+        state.current = Some(Current {
+            version: version.clone(),
+            generation,
+            loaded_at: SystemTime::now(),
+            files: loaded.files,
+            resources: snapshot.counts(),
+            type_versions: crate::snapshot::TypeKind::PUSH_ORDER
+                .into_iter()
+                .map(|k| (k.short(), snapshot.types(k).version.clone()))
+                .collect(),
+            document: loaded.document,
+        });
+        drop(state);
+        self.metrics.config_generation.set(generation as i64);
+        self.metrics.config_last_success_seconds.set(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or_default(),
+        );
+        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            tx.send_replace(Some(Arc::new(snapshot)));
+        }
+        Outcome::Applied { version }
+    }
+
+    /// Ends every ADS stream (they see the snapshot feed close) so the server can drain.
+    pub fn close(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+/// The typed resources in push order.
+pub fn resources_of(r: Resources) -> impl Iterator<Item = Resource> {
+    r.clusters
+        .into_iter()
+        .map(Resource::Cluster)
+        .chain(r.endpoints.into_iter().map(Resource::Endpoint))
+        .chain(r.listeners.into_iter().map(Resource::Listener))
+        .chain(r.route_configs.into_iter().map(Resource::Route))
+}

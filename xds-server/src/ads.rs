@@ -1,7 +1,7 @@
 //! The Aggregated Discovery Service: state-of-the-world and delta xDS over one gRPC service.
 //!
 //! Each stream is a task that waits on two things: requests from the client and new snapshots.
-//! Responses follow the push order of [`TypeKind::PUSH_ORDER`] (clusters, endpoints, listeners,
+//! Responses follow the push order of [`TypeKind::PUSH_ORDER`] (clusters, endpoints, secrets, listeners,
 //! routes), so a route never reaches Envoy before the cluster it sends to.
 //!
 //! Protocol rules that matter (ENVOY-NOTES, measured against Envoy 1.40):

@@ -27,7 +27,7 @@ pub struct Current {
     pub loaded_at: SystemTime,
     pub files: Vec<PathBuf>,
     pub resources: std::collections::BTreeMap<&'static str, usize>,
-    /// The state-of-the-world version of each type (CDS, EDS, LDS, RDS): what a node in sync
+    /// The state-of-the-world version of each type (CDS, EDS, SDS, LDS, RDS): what a node in sync
     /// has ACKed.
     pub type_versions: std::collections::BTreeMap<&'static str, String>,
     /// The merged gateway config, as JSON (GET /admin/config).
@@ -153,6 +153,9 @@ impl ControlPlane {
                 };
             }
         };
+        for w in &loaded.warnings {
+            tracing::warn!(warning = %format!("{}:{}:{}: {}", w.file.display(), w.line, w.col, w.message), "config warning");
+        }
         let t1 = Instant::now();
         let resources = translate::translate(&loaded.gateway);
         let t2 = Instant::now();
@@ -235,6 +238,7 @@ pub fn resources_of(r: Resources) -> impl Iterator<Item = Resource> {
         .into_iter()
         .map(Resource::Cluster)
         .chain(r.endpoints.into_iter().map(Resource::Endpoint))
+        .chain(r.secrets.into_iter().map(Resource::Secret))
         .chain(r.listeners.into_iter().map(Resource::Listener))
         .chain(r.route_configs.into_iter().map(Resource::Route))
 }

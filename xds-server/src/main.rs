@@ -104,6 +104,16 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> i32 {
     match config::load(path) {
         Ok(loaded) => {
+            // Warnings (an expired certificate) do not make the config invalid.
+            for w in &loaded.warnings {
+                println!(
+                    "{}:{}:{}: warning: {}",
+                    w.file.display(),
+                    w.line,
+                    w.col,
+                    w.message
+                );
+            }
             println!(
                 "{}: ok ({} listeners, {} upstreams, {} routes)",
                 path.display(),
@@ -126,6 +136,15 @@ fn check(path: &std::path::Path) -> i32 {
 fn render(path: &std::path::Path, node: Option<&str>) -> i32 {
     match config::load(path) {
         Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!(
+                    "{}:{}:{}: warning: {}",
+                    w.file.display(),
+                    w.line,
+                    w.col,
+                    w.message
+                );
+            }
             let resources = translate::translate(&loaded.gateway);
             match translate::render_yaml(&resources) {
                 Ok(yaml) => {

@@ -118,6 +118,8 @@ pub struct Listener {
     pub redirect_https: bool,
     /// Write a JSON access log line per request to stdout.
     pub access_log: bool,
+    /// TLS termination; `None`: plaintext.
+    pub tls: Option<ListenerTls>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -134,6 +136,8 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
     pub outlier_detection: Option<OutlierDetection>,
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Speak TLS to the endpoints; `None`: plaintext.
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Upstream {
@@ -149,6 +153,7 @@ impl Upstream {
             health_check: None,
             outlier_detection: None,
             circuit_breaker: None,
+            tls: None,
         }
     }
 }
@@ -210,6 +215,99 @@ pub struct CircuitBreaker {
     pub max_pending: Option<u32>,
     pub max_requests: Option<u32>,
     pub max_retries: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+//
+// Certificate material is loaded and checked by the config layer (it reads files); the model
+// holds the PEM text so that translation stays pure and Envoy gets the bytes inline over SDS.
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerTls {
+    /// Non-empty. Envoy picks one by SNI among their SANs; the first is the default.
+    pub certificates: Vec<TlsCertificate>,
+    pub min_version: TlsVersion,
+    /// Client certificates (mTLS).
+    pub client_auth: Option<ClientAuth>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_2,
+    V1_3,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientAuth {
+    /// The CAs a client certificate must chain to.
+    pub ca: TrustedCa,
+    /// Refuse the handshake without a client certificate; `false` also accepts clients without
+    /// one (a certificate that is sent must still verify).
+    pub required: bool,
+}
+
+/// A certificate chain and its private key, served to Envoy as one SDS secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsCertificate {
+    /// The SDS secret name: unique per certificate file, stable across reloads.
+    pub secret: SecretName,
+    /// PEM, leaf first.
+    pub chain_pem: String,
+    pub key_pem: PrivateKey,
+    /// The leaf's DNS names (what SNI selects on), for the admin and the docs.
+    pub dns_names: Vec<String>,
+}
+
+/// Trusted CA certificates (PEM), served as a validation-context SDS secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustedCa {
+    pub secret: SecretName,
+    pub pem: String,
+}
+
+/// Upstream TLS origination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// Sent as SNI and required among the upstream certificate's SANs.
+    pub sni: String,
+    /// What the upstream certificate must chain to: the file's CAs, or the system bundle of the
+    /// machine xds-server runs on.
+    pub ca: TrustedCa,
+    /// Presented to upstreams that ask for a client certificate.
+    pub client_certificate: Option<TlsCertificate>,
+}
+
+/// An SDS secret name (`[A-Za-z0-9_.-]`, derived from file names by the config layer).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretName(pub String);
+
+impl fmt::Display for SecretName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A PEM private key. Never printed: `Debug` is redacted, and translation is the only reader.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrivateKey(String);
+
+impl PrivateKey {
+    pub fn new(pem: String) -> Self {
+        Self(pem)
+    }
+
+    /// The PEM text, for the SDS secret only.
+    pub fn expose_pem(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PrivateKey([redacted])")
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -27,6 +27,10 @@ use envoy_types::pb::envoy::config::route::v3::route::Action;
 use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CommonTlsContext, DownstreamTlsContext, Secret, UpstreamTlsContext, common_tls_context,
+};
+use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
@@ -37,14 +41,18 @@ use prost::{Message, Name};
 pub enum TypeKind {
     Cluster,
     Endpoint,
+    /// SDS: certificates and trusted CAs, before the listeners and clusters that use them are
+    /// warmed.
+    Secret,
     Listener,
     Route,
 }
 
 impl TypeKind {
-    pub const PUSH_ORDER: [TypeKind; 4] = [
+    pub const PUSH_ORDER: [TypeKind; 5] = [
         TypeKind::Cluster,
         TypeKind::Endpoint,
+        TypeKind::Secret,
         TypeKind::Listener,
         TypeKind::Route,
     ];
@@ -54,6 +62,9 @@ impl TypeKind {
             TypeKind::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             TypeKind::Endpoint => {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            }
+            TypeKind::Secret => {
+                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
             }
             TypeKind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             TypeKind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
@@ -69,6 +80,7 @@ impl TypeKind {
         match self {
             TypeKind::Cluster => "CDS",
             TypeKind::Endpoint => "EDS",
+            TypeKind::Secret => "SDS",
             TypeKind::Listener => "LDS",
             TypeKind::Route => "RDS",
         }
@@ -97,6 +109,7 @@ impl fmt::Display for TypeKind {
 pub enum Resource {
     Cluster(Cluster),
     Endpoint(ClusterLoadAssignment),
+    Secret(Secret),
     Listener(Listener),
     Route(RouteConfiguration),
 }
@@ -106,6 +119,7 @@ impl Resource {
         match self {
             Resource::Cluster(_) => TypeKind::Cluster,
             Resource::Endpoint(_) => TypeKind::Endpoint,
+            Resource::Secret(_) => TypeKind::Secret,
             Resource::Listener(_) => TypeKind::Listener,
             Resource::Route(_) => TypeKind::Route,
         }
@@ -115,6 +129,7 @@ impl Resource {
         match self {
             Resource::Cluster(c) => &c.name,
             Resource::Endpoint(e) => &e.cluster_name,
+            Resource::Secret(s) => &s.name,
             Resource::Listener(l) => &l.name,
             Resource::Route(r) => &r.name,
         }
@@ -130,6 +145,7 @@ impl Resource {
         match self {
             Resource::Cluster(m) => pack(m),
             Resource::Endpoint(m) => pack(m),
+            Resource::Secret(m) => pack(m),
             Resource::Listener(m) => pack(m),
             Resource::Route(m) => pack(m),
         }
@@ -157,7 +173,7 @@ pub struct Snapshot {
     /// `<boot id>.<counter>`; the counter is the config generation.
     pub version: String,
     pub generation: u64,
-    types: [TypeSet; 4],
+    types: [TypeSet; 5],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,6 +187,12 @@ pub enum ConsistencyError {
     UnknownRouteConfig {
         listener: String,
         route_config: String,
+    },
+    #[error("{user} `{name}` uses unknown secret `{secret}`")]
+    UnknownSecret {
+        user: &'static str,
+        name: String,
+        secret: String,
     },
     #[error("EDS cluster `{cluster}` has no endpoints resource")]
     MissingEndpoints { cluster: String },
@@ -188,7 +210,7 @@ impl Snapshot {
         resources: impl IntoIterator<Item = Resource>,
     ) -> Result<Self, ConsistencyError> {
         let version = format!("{boot_id}.{generation}");
-        let mut types: [TypeSet; 4] = Default::default();
+        let mut types: [TypeSet; 5] = Default::default();
         for r in resources {
             let kind = r.kind();
             let name = r.name().to_owned();
@@ -267,8 +289,29 @@ impl Snapshot {
                 }
             }
         }
+        let secrets = &self.types(TypeKind::Secret).entries;
+        let check_secrets = |user: &'static str, name: &str, ts: Option<&TransportSocket>| {
+            for secret in sds_names(ts) {
+                if !secrets.contains_key(&secret) {
+                    return Err(ConsistencyError::UnknownSecret {
+                        user,
+                        name: name.to_owned(),
+                        secret,
+                    });
+                }
+            }
+            Ok(())
+        };
+        for (name, entry) in clusters {
+            if let Resource::Cluster(c) = &*entry.resource {
+                check_secrets("cluster", name, c.transport_socket.as_ref())?;
+            }
+        }
         for (name, entry) in &self.types(TypeKind::Listener).entries {
             if let Resource::Listener(l) = &*entry.resource {
+                for chain in l.filter_chains.iter().chain(l.default_filter_chain.iter()) {
+                    check_secrets("listener", name, chain.transport_socket.as_ref())?;
+                }
                 for rds in rds_names(l) {
                     if !routes.contains_key(&rds) {
                         return Err(ConsistencyError::UnknownRouteConfig {
@@ -308,6 +351,44 @@ fn referenced_clusters(rc: &RouteConfiguration) -> BTreeSet<&str> {
                 }
             }
         }
+    }
+    out
+}
+
+/// SDS secret names a TLS transport socket uses (certificates and validation contexts).
+fn sds_names(ts: Option<&TransportSocket>) -> Vec<String> {
+    let Some(transport_socket::ConfigType::TypedConfig(any)) =
+        ts.and_then(|t| t.config_type.as_ref())
+    else {
+        return Vec::new();
+    };
+    let common: Option<CommonTlsContext> = if any.type_url == DownstreamTlsContext::type_url() {
+        DownstreamTlsContext::decode(any.value.as_slice())
+            .ok()
+            .and_then(|c| c.common_tls_context)
+    } else if any.type_url == UpstreamTlsContext::type_url() {
+        UpstreamTlsContext::decode(any.value.as_slice())
+            .ok()
+            .and_then(|c| c.common_tls_context)
+    } else {
+        None
+    };
+    let Some(common) = common else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = common
+        .tls_certificate_sds_secret_configs
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    match common.validation_context_type {
+        Some(common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(s)) => {
+            out.push(s.name)
+        }
+        Some(common_tls_context::ValidationContextType::CombinedValidationContext(c)) => {
+            out.extend(c.validation_context_sds_secret_config.map(|s| s.name))
+        }
+        _ => {}
     }
     out
 }

@@ -71,6 +71,8 @@ impl Pos {
 pub(crate) struct Sink {
     files: Vec<PathBuf>,
     found: RefCell<Vec<(Pos, String)>>,
+    /// Problems that do not stop the config from serving (an expired certificate).
+    warnings: RefCell<Vec<(Pos, String)>>,
 }
 
 impl Sink {
@@ -85,6 +87,10 @@ impl Sink {
         self.found.borrow_mut().push((pos, message.into()));
     }
 
+    pub fn warn(&self, pos: Pos, message: impl Into<String>) {
+        self.warnings.borrow_mut().push((pos, message.into()));
+    }
+
     pub fn is_empty(&self) -> bool {
         self.found.borrow().is_empty()
     }
@@ -94,7 +100,8 @@ impl Sink {
         format!("{}:{}:{}", self.path(pos.file).display(), pos.line, pos.col)
     }
 
-    fn path(&self, file: FileId) -> PathBuf {
+    /// The path of a file positions refer to.
+    pub fn path(&self, file: FileId) -> PathBuf {
         self.files.get(file.0 as usize).cloned().unwrap_or_default()
     }
 
@@ -102,6 +109,16 @@ impl Sink {
     /// found), without repeats.
     pub fn into_diagnostics(self) -> Vec<Diagnostic> {
         let found = std::mem::take(&mut *self.found.borrow_mut());
+        self.sorted(found)
+    }
+
+    /// The warnings, in the same order as problems.
+    pub fn warnings(&self) -> Vec<Diagnostic> {
+        let found = self.warnings.borrow().clone();
+        self.sorted(found)
+    }
+
+    fn sorted(&self, found: Vec<(Pos, String)>) -> Vec<Diagnostic> {
         let mut out: Vec<Diagnostic> = found
             .into_iter()
             .map(|(pos, message)| Diagnostic {

@@ -29,9 +29,7 @@ pub(crate) type List<T> = Spanned<Vec<Spanned<T>>>;
 pub(crate) fn key_hint(container: &str, key: &str) -> Option<KeyHint> {
     let later = matches!(
         (container, key),
-        ("Gateway", "auth" | "rate_limits")
-            | ("Listener" | "Upstream", "tls")
-            | ("Route", "auth" | "rate_limit")
+        ("Gateway", "auth" | "rate_limits") | ("Route", "auth" | "rate_limit")
     );
     if later {
         return Some(KeyHint {
@@ -83,6 +81,69 @@ pub(crate) struct ListenerDto {
     pub trusted_hops: Opt<u32>,
     /// Write a JSON access log line per request to stdout. Default `true`.
     pub access_log: Opt<bool>,
+    /// Terminate TLS (HTTPS). Certificates are served to Envoy over SDS and rotated when their
+    /// files change.
+    pub tls: Opt<ListenerTlsDto>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "ListenerTls", deny_unknown_fields)]
+pub(crate) struct ListenerTlsDto {
+    /// Certificate chains and keys; Envoy picks one by SNI among each certificate's SANs (exact
+    /// names first, then wildcards); the first is the default.
+    #[schemars(length(min = 1))]
+    pub certificates: List<CertificatePairDto>,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    pub min_version: Opt<TlsVersionDto>,
+    /// Ask clients for a certificate (mTLS).
+    pub client_auth: Opt<ClientAuthDto>,
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key. Paths are relative to the file
+/// that names them.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "CertificatePair", deny_unknown_fields)]
+pub(crate) struct CertificatePairDto {
+    /// Certificate chain file (PEM, leaf first).
+    pub cert: Spanned<String>,
+    /// Private key file (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename = "TlsVersion")]
+pub(crate) enum TlsVersionDto {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+/// Client certificate verification.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "ClientAuth", deny_unknown_fields)]
+pub(crate) struct ClientAuthDto {
+    /// PEM file of the CAs client certificates must chain to.
+    pub ca: Spanned<String>,
+    /// Refuse clients without a certificate. Default `true`.
+    pub required: Opt<bool>,
+}
+
+/// TLS to an upstream.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "UpstreamTls", deny_unknown_fields)]
+pub(crate) struct UpstreamTlsDto {
+    /// PEM file of the CAs the upstream's certificate must chain to. Default: the system CA
+    /// bundle of the machine xds-server runs on.
+    pub ca: Opt<String>,
+    /// Server name sent as SNI and required among the upstream certificate's SANs. Default: the
+    /// `dns` host; required with IP `endpoints`.
+    pub sni: Opt<String>,
+    /// Client certificate chain file (PEM), for upstreams that require one. Needs `key`.
+    pub cert: Opt<String>,
+    /// Private key of `cert` (PEM).
+    pub key: Opt<String>,
 }
 
 /// A named upstream: fixed IP endpoints or a DNS name, and how to balance and protect them.
@@ -108,6 +169,8 @@ pub(crate) struct UpstreamDto {
     pub outlier_detection: Opt<OutlierDetectionDto>,
     /// Envoy circuit-breaker thresholds.
     pub circuit_breaker: Opt<CircuitBreakerDto>,
+    /// Speak TLS to the endpoints.
+    pub tls: Opt<UpstreamTlsDto>,
 }
 
 /// An endpoint: `"IP:PORT"`, or a mapping with a weight.

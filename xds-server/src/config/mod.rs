@@ -34,6 +34,7 @@ mod diagnostic;
 mod dto;
 mod duration;
 mod env;
+mod pki;
 mod re2;
 mod spanned;
 mod syntax;
@@ -58,8 +59,11 @@ use env::Env;
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub gateway: Gateway,
-    /// Every file read, in merge order (for the watcher).
+    /// Every file read: the config files in merge order, then certificate, key and CA files
+    /// (for the watcher).
     pub files: Vec<PathBuf>,
+    /// Problems that do not stop the config from serving (an expired certificate).
+    pub warnings: Vec<Diagnostic>,
     /// The merged, env-expanded configuration as JSON (for `GET /admin/config`).
     pub document: serde_json::Value,
 }
@@ -93,10 +97,14 @@ pub fn load_with_env(
             (id, fs::read_to_string(f).map_err(|e| e.to_string()))
         })
         .collect();
-    let (gateway, document) = load_sources(sink, sources, env)?;
+    let materials = convert::tls::Materials::new(std::time::SystemTime::now());
+    let (gateway, document, warnings) = load_sources(sink, sources, env, &materials)?;
+    let mut files = files;
+    files.extend(materials.files());
     Ok(Loaded {
         gateway,
         files,
+        warnings,
         document,
     })
 }
@@ -139,7 +147,8 @@ fn load_sources(
     sink: Sink,
     sources: Vec<(FileId, Result<String, String>)>,
     env: Env<'_>,
-) -> Result<(Gateway, serde_json::Value), Vec<Diagnostic>> {
+    materials: &convert::tls::Materials,
+) -> Result<(Gateway, serde_json::Value, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut complete = true;
     let mut roots = Vec::new();
     for (id, text) in sources {
@@ -170,9 +179,9 @@ fn load_sources(
             },
         })
         .collect();
-    let gateway = convert::convert(&files, complete, &sink);
+    let gateway = convert::convert(&files, complete, &sink, materials);
     if sink.is_empty() {
-        Ok((gateway, merge_documents(&roots)))
+        Ok((gateway, merge_documents(&roots), sink.warnings()))
     } else {
         Err(sink.into_diagnostics())
     }

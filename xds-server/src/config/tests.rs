@@ -20,7 +20,9 @@ fn load_files(files: &[(&str, &str)], env: &[(&str, &str)]) -> Outcome {
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    load_sources(sink, sources, &|name| env.get(name).cloned())
+    let materials = convert::tls::Materials::new(std::time::SystemTime::now());
+    load_sources(sink, sources, &|name| env.get(name).cloned(), &materials)
+        .map(|(gw, doc, _warnings)| (gw, doc))
         .map_err(|ds| ds.iter().map(ToString::to_string).collect())
 }
 
@@ -130,6 +132,7 @@ routes:
                 http2: true,
                 redirect_https: false,
                 access_log: true,
+                tls: None,
             },
             Listener {
                 name: name("internal"),
@@ -138,6 +141,7 @@ routes:
                 http2: false,
                 redirect_https: true,
                 access_log: false,
+                tls: None,
             },
         ]
     );
@@ -175,6 +179,7 @@ routes:
                 max_requests: None,
                 max_retries: Some(3),
             }),
+            tls: None,
         }
     );
     assert_eq!(
@@ -378,7 +383,7 @@ fn unknown_keys_with_suggestions() {
 }
 
 #[test]
-fn keys_of_later_releases() {
+fn keys_of_later_releases_and_tls_mistakes() {
     let yaml = r#"listeners:
   - name: l
     address: "0.0.0.0:443"
@@ -386,7 +391,7 @@ fn keys_of_later_releases() {
 upstreams:
   u:
     endpoints: ["10.0.0.1:80"]
-    tls: {ca: ca.pem}
+    tls: {ca: /nonexistent/ca.pem}
 auth: {providers: {}}
 rate_limits: {store: {}}
 routes:
@@ -398,8 +403,9 @@ routes:
     assert_eq!(
         errors(yaml),
         [
-            "gw.yaml:4:5: `tls` is not supported by this version of vrata yet",
-            "gw.yaml:8:5: `tls` is not supported by this version of vrata yet",
+            "gw.yaml:4:25: `certificates` needs at least one {cert, key} pair",
+            "gw.yaml:8:10: `sni` is required with IP `endpoints`: it is the name the upstream's certificate is checked against",
+            "gw.yaml:8:15: cannot read `/nonexistent/ca.pem`: No such file or directory (os error 2)",
             "gw.yaml:9:1: `auth` is not supported by this version of vrata yet",
             "gw.yaml:10:1: `rate_limits` is not supported by this version of vrata yet",
             "gw.yaml:14:5: `auth` is not supported by this version of vrata yet",

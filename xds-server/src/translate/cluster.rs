@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::{CodecClientType, Int64Range, Percent};
 
-use super::pb;
+use super::{pb, tls};
 use crate::model::{self, Balance, Endpoints, Upstream};
 
 /// Key of `typed_extension_protocol_options` Envoy reads upstream HTTP settings from.
@@ -85,6 +85,9 @@ pub(super) fn cluster(upstream: &Upstream) -> Cluster {
         cluster
             .typed_extension_protocol_options
             .insert(HTTP_PROTOCOL_OPTIONS.to_owned(), pb::any(options));
+    }
+    if let Some(t) = &upstream.tls {
+        cluster.transport_socket = Some(tls::upstream(t, upstream.http2));
     }
     if let Some(hc) = &upstream.health_check {
         cluster.health_checks = vec![health_check(hc, upstream.http2)];

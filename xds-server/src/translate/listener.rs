@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
 
-use super::{access_log, cluster::CONNECTION_BUFFER_LIMIT, local_reply, pb};
+use super::{access_log, cluster::CONNECTION_BUFFER_LIMIT, local_reply, pb, tls};
 use crate::model;
 
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
@@ -44,6 +44,10 @@ pub(super) fn listener(listener: &model::Listener, with_cors: bool) -> Listener 
                 name: HTTP_CONNECTION_MANAGER.to_owned(),
                 config_type: Some(filter::ConfigType::TypedConfig(pb::any(hcm))),
             }],
+            transport_socket: listener
+                .tls
+                .as_ref()
+                .map(|t| tls::downstream(t, listener.http2)),
             ..Default::default()
         }],
         ..Default::default()
@@ -58,6 +62,10 @@ pub(super) fn http_connection_manager(
     with_cors: bool,
 ) -> HttpConnectionManager {
     let name = listener.name.as_str();
+    let verifies_clients = listener
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth.is_some());
     let mut http_filters = Vec::new();
     if with_cors {
         // Does nothing on a route without a CorsPolicy (typed_per_filter_config).
@@ -134,6 +142,21 @@ pub(super) fn http_connection_manager(
             ..Default::default()
         }),
         request_headers_timeout: Some(pb::duration(REQUEST_HEADERS_TIMEOUT)),
+        // `x-forwarded-client-cert`: a client-sent one is always dropped; with mTLS, Envoy sets
+        // it from the verified client certificate (subject, URI and DNS SANs, hash).
+        forward_client_cert_details: if verifies_clients {
+            http_connection_manager::ForwardClientCertDetails::SanitizeSet
+        } else {
+            http_connection_manager::ForwardClientCertDetails::Sanitize
+        } as i32,
+        set_current_client_cert_details: verifies_clients.then_some(
+            http_connection_manager::SetCurrentClientCertDetails {
+                subject: Some(pb::bool_value(true)),
+                uri: true,
+                dns: true,
+                ..Default::default()
+            },
+        ),
         // HTTP/1: Envoy's defaults already refuse a request with both Content-Length and
         // Transfer-Encoding (no `allow_chunked_length`) and close the connection on any
         // invalid message (no `stream_error_on_invalid_http_message`).
@@ -168,6 +191,7 @@ mod tests {
             http2: false,
             redirect_https: false,
             access_log: false,
+            tls: None,
         }
     }
 

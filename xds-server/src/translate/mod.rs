@@ -17,6 +17,7 @@ mod local_reply;
 mod pb;
 mod render;
 mod route;
+mod tls;
 
 use std::collections::BTreeSet;
 
@@ -26,6 +27,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route as envoy_route, route_action,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 pub use access_log::FIELDS as ACCESS_LOG_FIELDS;
 pub use cluster::HTTP_PROTOCOL_OPTIONS;
@@ -33,6 +35,7 @@ pub use listener::{CORS_FILTER, HTTP_CONNECTION_MANAGER, ROUTER_FILTER};
 pub use local_reply::{METHOD_NOT_ALLOWED, PROBLEM_JSON, PROBLEMS, Problem};
 pub use render::{RenderError, render_yaml, static_bootstrap, to_yaml};
 pub use route::{ANY_HOST, IDEMPOTENT_METHODS};
+pub use tls::TLS_TRANSPORT_SOCKET;
 
 use crate::model::Gateway;
 
@@ -42,6 +45,8 @@ pub struct Resources {
     pub clusters: Vec<Cluster>,
     /// Only for static-endpoint (EDS) upstreams; DNS upstreams carry theirs inline.
     pub endpoints: Vec<ClusterLoadAssignment>,
+    /// SDS secrets: certificates with their keys, and trusted CAs.
+    pub secrets: Vec<Secret>,
     pub listeners: Vec<Listener>,
     pub route_configs: Vec<RouteConfiguration>,
 }
@@ -87,6 +92,8 @@ pub fn translate(gw: &Gateway) -> Resources {
         .map(|l| route::route_configuration(gw, l))
         .collect();
 
+    let secrets = tls::secrets(gw);
+
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     endpoints.sort_by(|a, b| a.cluster_name.cmp(&b.cluster_name));
     listeners.sort_by(|a, b| a.name.cmp(&b.name));
@@ -94,6 +101,7 @@ pub fn translate(gw: &Gateway) -> Resources {
     Resources {
         clusters,
         endpoints,
+        secrets,
         listeners,
         route_configs,
     }
@@ -129,6 +137,7 @@ mod tests {
             http2: false,
             redirect_https: false,
             access_log: false,
+            tls: None,
         }
     }
 

@@ -19,7 +19,7 @@ use prost::Message;
 use saphyr::{Mapping, Scalar, ScalarStyle, Yaml, YamlEmitter};
 use serde_json::Value;
 
-use super::{Resources, listener::HTTP_CONNECTION_MANAGER, pb};
+use super::{Resources, listener::HTTP_CONNECTION_MANAGER, pb, tls};
 
 /// Downstream connections a static bootstrap's Envoy accepts; far above what a test or a
 /// single local Envoy needs, and it silences Envoy's "no connection limit" start-up warning.
@@ -39,6 +39,11 @@ pub enum RenderError {
         listener: String,
         source: prost::DecodeError,
     },
+    #[error("{resource}: its TLS transport socket does not decode: {source}")]
+    TransportSocket {
+        resource: String,
+        source: prost::DecodeError,
+    },
     #[error("listener {listener} uses route configuration {route_config}, which is missing")]
     MissingRouteConfig {
         listener: String,
@@ -53,6 +58,7 @@ pub fn render_yaml(resources: &Resources) -> Result<String, RenderError> {
     let document = serde_json::json!({
         "clusters": json_list(&resources.clusters)?,
         "endpoints": json_list(&resources.endpoints)?,
+        "secrets": json_list(&resources.secrets.iter().map(tls::redacted).collect::<Vec<_>>())?,
         "listeners": json_list(&resources.listeners)?,
         "route_configs": json_list(&resources.route_configs)?,
     });
@@ -117,7 +123,7 @@ pub fn static_bootstrap(resources: &Resources, admin_port: u16) -> Result<Value,
         .clusters
         .iter()
         .map(|c| static_cluster(c, &resources.endpoints))
-        .collect();
+        .collect::<Result<_, _>>()?;
     let listeners = resources
         .listeners
         .iter()
@@ -134,6 +140,7 @@ pub fn static_bootstrap(resources: &Resources, admin_port: u16) -> Result<Value,
         static_resources: Some(bootstrap::StaticResources {
             listeners,
             clusters,
+            secrets: resources.secrets.clone(),
             ..Default::default()
         }),
         overload_manager: Some(overload_manager()),
@@ -142,8 +149,17 @@ pub fn static_bootstrap(resources: &Resources, admin_port: u16) -> Result<Value,
     Ok(vrata_proto::to_json(&bootstrap)?)
 }
 
-fn static_cluster(cluster: &Cluster, endpoints: &[ClusterLoadAssignment]) -> Cluster {
+fn static_cluster(
+    cluster: &Cluster,
+    endpoints: &[ClusterLoadAssignment],
+) -> Result<Cluster, RenderError> {
     let mut cluster = cluster.clone();
+    if let Some(ts) = &mut cluster.transport_socket {
+        tls::use_static_secrets(ts).map_err(|source| RenderError::TransportSocket {
+            resource: format!("cluster {}", cluster.name),
+            source,
+        })?;
+    }
     if cluster.eds_cluster_config.take().is_some() {
         cluster.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
             cluster::DiscoveryType::Static as i32,
@@ -159,12 +175,18 @@ fn static_cluster(cluster: &Cluster, endpoints: &[ClusterLoadAssignment]) -> Clu
                 }),
         );
     }
-    cluster
+    Ok(cluster)
 }
 
 fn inline_routes(listener: &Listener, resources: &Resources) -> Result<Listener, RenderError> {
     let mut listener = listener.clone();
     for chain in &mut listener.filter_chains {
+        if let Some(ts) = &mut chain.transport_socket {
+            tls::use_static_secrets(ts).map_err(|source| RenderError::TransportSocket {
+                resource: format!("listener {}", listener.name),
+                source,
+            })?;
+        }
         for f in &mut chain.filters {
             let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
                 continue;

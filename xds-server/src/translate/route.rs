@@ -77,9 +77,14 @@ const ORIGINAL_PATH_HEADER: &str = "x-envoy-original-path";
 pub(super) fn route_configuration(gw: &Gateway, listener: &model::Listener) -> RouteConfiguration {
     let domains = domains(gw);
     let virtual_hosts = if listener.redirect_https {
+        let port = gw
+            .listeners
+            .iter()
+            .find(|l| l.tls.is_some())
+            .map_or(HTTPS_PORT, |l| u32::from(l.address.port()));
         domains
             .iter()
-            .map(|d| https_redirect_host(d, listener))
+            .map(|d| https_redirect_host(d, listener, port))
             .collect()
     } else {
         domains.iter().map(|d| virtual_host(gw, d)).collect()
@@ -182,11 +187,13 @@ fn upstream_name(route: &model::Route) -> Option<&model::Name> {
     }
 }
 
-/// Where `redirect_https` sends clients (the https default; TLS listeners come with SDS).
+/// Where `redirect_https` sends clients when the gateway has no TLS listener of its own (TLS
+/// terminated in front of it): the https default.
 const HTTPS_PORT: u32 = 443;
 
-/// The virtual host of a `redirect_https` listener: everything answers 308 to https.
-fn https_redirect_host(domain: &str, listener: &model::Listener) -> VirtualHost {
+/// The virtual host of a `redirect_https` listener: everything answers 308 to https on `port`
+/// (the gateway's first TLS listener).
+fn https_redirect_host(domain: &str, listener: &model::Listener, port: u32) -> VirtualHost {
     VirtualHost {
         name: domain.to_owned(),
         domains: vec![domain.to_owned()],
@@ -204,8 +211,8 @@ fn https_redirect_host(domain: &str, listener: &model::Listener) -> VirtualHost 
                     ),
                     response_code: redirect_action::RedirectResponseCode::PermanentRedirect as i32,
                     // The client's port is kept in the Host (not stripped): an http port means
-                    // nothing for https, so send clients to the standard one.
-                    port_redirect: HTTPS_PORT,
+                    // nothing for https, so send clients to the TLS listener's.
+                    port_redirect: port,
                     ..Default::default()
                 })),
                 ..Default::default()
@@ -770,6 +777,7 @@ mod tests {
             http2: false,
             redirect_https,
             access_log: false,
+            tls: None,
         }
     }
 

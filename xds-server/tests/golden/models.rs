@@ -35,6 +35,7 @@ pub fn listener(n: &str, address: &str) -> Listener {
         http2: false,
         redirect_https: false,
         access_log: false,
+        tls: None,
     }
 }
 

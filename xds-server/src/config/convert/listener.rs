@@ -59,6 +59,10 @@ pub(crate) fn convert(
         let shown = l.name.get().map_or("", String::as_str);
         addresses.claim(cx, addr, shown, l.address.pos());
     }
+    let tls = match &l.tls {
+        None => Some(None),
+        Some(t) => super::tls::listener(cx, t).map(Some),
+    };
     let listener = Listener {
         name: name?,
         address: address?,
@@ -66,6 +70,7 @@ pub(crate) fn convert(
         http2: or(&l.http2, true),
         redirect_https: or(&l.redirect_https, false),
         access_log: or(&l.access_log, true),
+        tls: tls?,
     };
     unique.then_some(listener)
 }

@@ -7,6 +7,7 @@
 mod listener;
 mod route;
 mod services;
+pub(crate) mod tls;
 mod upstream;
 
 use std::collections::BTreeMap;
@@ -19,6 +20,8 @@ use crate::model::{Gateway, Name};
 /// Shared state of one conversion.
 pub(crate) struct Cx<'a> {
     pub sink: &'a Sink,
+    /// Certificate and key files.
+    pub materials: &'a tls::Materials,
 }
 
 impl Cx<'_> {
@@ -83,8 +86,13 @@ impl Defined {
 /// Merges and converts the decoded files, in file order. `complete` is false when a file could
 /// not be read or parsed: references to upstreams are then not checked (the upstream may be in
 /// the broken file), to avoid reporting follow-up errors.
-pub(crate) fn convert(files: &[FileDto], complete: bool, sink: &Sink) -> Gateway {
-    let cx = Cx { sink };
+pub(crate) fn convert(
+    files: &[FileDto],
+    complete: bool,
+    sink: &Sink,
+    materials: &tls::Materials,
+) -> Gateway {
+    let cx = Cx { sink, materials };
     let gateways: Vec<&GatewayDto> = files.iter().filter_map(|f| f.gateway.as_ref()).collect();
     let complete = complete && gateways.len() == files.len();
 

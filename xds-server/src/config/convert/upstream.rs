@@ -34,6 +34,10 @@ pub(crate) fn convert(
         .outlier_detection
         .as_ref()
         .map(|o| o.get().map(|o| outlier_detection(cx, o)));
+    let tls = match &u.tls {
+        None => Some(None),
+        Some(t) => super::tls::upstream(cx, t, endpoints.as_ref()).map(Some),
+    };
     let circuit_breaker = u
         .circuit_breaker
         .as_ref()
@@ -47,6 +51,7 @@ pub(crate) fn convert(
         health_check: health_check?,
         outlier_detection: outlier_detection.map_or(Some(None), |o| o.map(Some))?,
         circuit_breaker: circuit_breaker.map_or(Some(None), |c| c.map(Some))?,
+        tls: tls?,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod envoy;
 pub mod paths;
+pub mod pki;
 pub mod ports;
 pub mod process;
 pub mod stack;

@@ -25,9 +25,28 @@ pub fn binary(name: &str) -> PathBuf {
         if release {
             args.push("--release");
         }
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args(&args)
+        let mut command = Command::new(cargo);
+        command.current_dir(&root).args(&args);
+        // `cargo test` gives the test process its own package's variables; a build script
+        // that watches one (ring's watches CARGO_MANIFEST_DIR) would otherwise see it change
+        // between this build and a plain `cargo build`, and both would rebuild every time.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let per_package = [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+            ]
+            .iter()
+            .any(|p| key.starts_with(p))
+                || key == "CARGO_PRIMARY_PACKAGE"
+                || key == "CARGO_TARGET_TMPDIR";
+            if per_package {
+                command.env_remove(key.as_ref());
+            }
+        }
+        let status = command
             .status()
             .map_err(|e| format!("cannot run cargo build: {e}"))?;
         if !status.success() {

@@ -71,6 +71,7 @@ fn yaml_reads_back_as_the_json() {
         let expected = serde_json::json!({
             "clusters": list(resources.clusters.iter().map(|m| vrata_proto::to_json(m).expect("json")).collect()),
             "endpoints": list(resources.endpoints.iter().map(|m| vrata_proto::to_json(m).expect("json")).collect()),
+            "secrets": list(resources.secrets.iter().map(|m| vrata_proto::to_json(m).expect("json")).collect()),
             "listeners": list(resources.listeners.iter().map(|m| vrata_proto::to_json(m).expect("json")).collect()),
             "route_configs": list(resources.route_configs.iter().map(|m| vrata_proto::to_json(m).expect("json")).collect()),
         });

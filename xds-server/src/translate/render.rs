@@ -141,7 +141,6 @@ pub fn static_bootstrap(resources: &Resources, admin_port: u16) -> Result<Value,
             listeners,
             clusters,
             secrets: resources.secrets.clone(),
-            ..Default::default()
         }),
         overload_manager: Some(overload_manager()),
         ..Default::default()

@@ -533,3 +533,93 @@ routes:
     assert_eq!((status, body.as_str()), (200, "hello"));
     Ok(())
 }
+
+#[tokio::test]
+async fn grpc_unary_and_server_streaming_over_the_tls_listener() -> anyhow::Result<()> {
+    use tonic_health::ServingStatus;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus as Wire;
+    use tonic_health::pb::health_client::HealthClient;
+
+    // A real gRPC server (tonic's health service: unary Check, server-streaming Watch) over h2c.
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("greeter", ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let grpc_addr = listener.local_addr()?;
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+
+    let certs = Certs::new()?;
+    certs.server("api", &["api.test"])?;
+    let yaml = format!(
+        r#"listeners:
+  - name: public
+    address: "127.0.0.1:{{port}}"
+    tls: {{certificates: [{{cert: "{api}.pem", key: "{api}.key"}}]}}
+upstreams:
+  health: {{endpoints: ["{grpc_addr}"], http2: true}}
+routes:
+  - name: grpc-health
+    match: {{path_prefix: /grpc.health.v1.Health/}}
+    upstream: health
+    timeout: 1h
+"#,
+        api = certs.path("api"),
+    );
+    let s = Stack::start(&yaml).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "https://127.0.0.1:{}",
+        s.listen_port
+    ))?
+    .tls_config(
+        tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(&certs.ca.pem))
+            .domain_name("api.test"),
+    )?
+    .connect()
+    .await?;
+    let mut client = HealthClient::new(channel);
+
+    // Unary, OK and an error status (carried in the trailers).
+    let ok = client
+        .check(HealthCheckRequest {
+            service: "greeter".into(),
+        })
+        .await?;
+    assert_eq!(ok.get_ref().status, Wire::Serving as i32);
+    let err = client
+        .check(HealthCheckRequest {
+            service: "nobody".into(),
+        })
+        .await
+        .expect_err("an unknown service is NOT_FOUND");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // Server streaming: the first status, then a change pushed by the server.
+    let mut stream = client
+        .watch(HealthCheckRequest {
+            service: "greeter".into(),
+        })
+        .await?
+        .into_inner();
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+    assert_eq!(first.status, Wire::Serving as i32);
+    reporter
+        .set_service_status("greeter", ServingStatus::NotServing)
+        .await;
+    let second = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await??
+        .ok_or_else(|| anyhow::anyhow!("stream ended"))?;
+    assert_eq!(second.status, Wire::NotServing as i32);
+    assert!(s.envoys[0].stat("cluster.health.upstream_rq_total").await? >= 3);
+    server.abort();
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! Hot-path benchmarks: one memory-store decision, and one whole `ShouldRateLimit` through the
+//! handler (descriptor matching, store, statuses and headers) without the network.
+//!
+//! `nice cargo bench -p vrata-ratelimit`. End-to-end throughput through Envoy lives in `bench/`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use vrata_ratelimit::clock::SystemClock;
+use vrata_ratelimit::store::Hit;
+use vrata_ratelimit::store::memory::DEFAULT_CAPACITY;
+use vrata_ratelimit::window::WindowSpec;
+use vrata_ratelimit::{
+    DOMAIN, Limit, LimitKey, LimitTable, Limits, MemoryStore, Metrics, RateLimiter,
+};
+
+/// Limits high enough that every iteration is admitted (the common case) and keys spread over
+/// many counters, as many clients would.
+fn store() -> MemoryStore {
+    MemoryStore::new(DEFAULT_CAPACITY, Arc::new(SystemClock), Metrics::default())
+}
+
+fn memory_decision(c: &mut Criterion) {
+    let s = store();
+    let spec = WindowSpec::new(u64::MAX / 2, Duration::from_secs(60));
+    let keys: Vec<String> = (0..1_024)
+        .map(|i| format!("vrata:rl:{{r:bench}}:ip:10.0.{i}"))
+        .collect();
+    let mut i = 0usize;
+    c.bench_function("memory store: 1 counter", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1_023;
+            let hit = [Hit {
+                key: keys[i].clone(),
+                window: spec,
+                hits: 1,
+            }];
+            black_box(s.decide_now(&hit))
+        })
+    });
+    c.bench_function("memory store: 2 counters", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1_023;
+            let hits = [
+                Hit {
+                    key: keys[i].clone(),
+                    window: spec,
+                    hits: 1,
+                },
+                Hit {
+                    key: keys[(i + 512) & 1_023].clone(),
+                    window: spec,
+                    hits: 1,
+                },
+            ];
+            black_box(s.decide_now(&hits))
+        })
+    });
+}
+
+fn handler(c: &mut Criterion) {
+    let metrics = Metrics::default();
+    let table = Arc::new(LimitTable::new(metrics.clone()));
+    let limits = Limits::new([(
+        "orders".to_owned(),
+        vec![
+            Limit::new(
+                "per-ip",
+                u64::MAX / 2,
+                Duration::from_secs(60),
+                LimitKey::Ip,
+            ),
+            Limit::new("all", u64::MAX / 2, Duration::from_secs(1), LimitKey::Route),
+        ],
+    )])
+    .expect("valid limits");
+    table.apply(&limits);
+    let limiter = RateLimiter::new(table, store(), metrics);
+    let entry = |k: &str, v: &str| Entry {
+        key: k.to_owned(),
+        value: v.to_owned(),
+    };
+    let requests: Vec<RateLimitRequest> = (0..1_024)
+        .map(|i| RateLimitRequest {
+            domain: DOMAIN.to_owned(),
+            descriptors: vec![
+                RateLimitDescriptor {
+                    entries: vec![
+                        entry("route", "orders"),
+                        entry("limit", "per-ip"),
+                        entry("remote_address", &format!("10.0.{}.{}", i / 256, i % 256)),
+                    ],
+                    ..Default::default()
+                },
+                RateLimitDescriptor {
+                    entries: vec![entry("route", "orders"), entry("limit", "all")],
+                    ..Default::default()
+                },
+            ],
+            hits_addend: 0,
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime");
+    let mut i = 0usize;
+    c.bench_function("handler: ShouldRateLimit, 2 limits, memory store", |b| {
+        b.to_async(&rt).iter(|| {
+            i = (i + 1) & 1_023;
+            let req = &requests[i];
+            let limiter = &limiter;
+            async move { black_box(limiter.decide(req).await.expect("decision")) }
+        })
+    });
+}
+
+criterion_group!(benches, memory_decision, handler);
+criterion_main!(benches);

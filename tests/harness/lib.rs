@@ -10,6 +10,7 @@ pub mod envoy;
 pub mod paths;
 pub mod ports;
 pub mod process;
+pub mod redis;
 pub mod stack;
 pub mod upstream;
 pub mod wait;

@@ -106,23 +106,22 @@ impl MemoryStore {
                 }
             })
             .collect();
-        let decision = Decision::from_checks(checks);
+        let mut decision = Decision::from_checks(checks);
         if decision.admitted {
-            for (h, &s) in hits.iter().zip(&shard_ids) {
+            for ((h, &s), state) in hits.iter().zip(&shard_ids).zip(&mut decision.counters) {
                 let per_shard = self.per_shard;
                 let shard = find(&mut guards, s);
                 if !shard.map.contains_key(&h.key) {
                     self.make_room(shard, per_shard, now);
                 }
-                shard
-                    .map
-                    .entry(h.key.clone())
-                    .or_insert_with(|| Entry {
-                        spec: h.window,
-                        window: SlidingWindow::default(),
-                    })
-                    .window
-                    .consume(&h.window, now, h.hits);
+                let entry = shard.map.entry(h.key.clone()).or_insert_with(|| Entry {
+                    spec: h.window,
+                    window: SlidingWindow::default(),
+                });
+                entry.window.consume(&h.window, now, h.hits);
+                // Report the counter as it is after this request, as the Redis script does.
+                state.counted += h.hits;
+                state.reset_after_ms = entry.window.expires_at_ms(&h.window).saturating_sub(now);
             }
         }
         decision
@@ -217,8 +216,14 @@ mod tests {
     fn ten_per_two_seconds() {
         let (s, clock, _) = store(1_000);
         let h = [hit("k", 10, 2)];
-        let passed = (0..30).filter(|_| s.decide_now(&h).admitted).count();
-        assert_eq!(passed, 10);
+        let first = s.decide_now(&h);
+        assert_eq!(
+            (first.counters[0].counted, first.counters[0].remaining()),
+            (1, 9)
+        );
+        assert!(first.counters[0].reset_after_ms >= 2_000);
+        let passed = (0..29).filter(|_| s.decide_now(&h).admitted).count();
+        assert_eq!(passed, 9);
         clock.advance(Duration::from_millis(1_999));
         assert!(!s.decide_now(&h).admitted, "the window has not passed yet");
         // The window plus at most one bucket of rounding (2000/60 -> 34 ms).
@@ -241,8 +246,9 @@ mod tests {
         }
         let wide = s.decide_now(&[hit("wide", 100, 60)]);
         assert!(wide.admitted);
+        // 2 admitted before plus this one: the 5 refusals left no trace.
         assert_eq!(
-            wide.counters[0].counted, 2,
+            wide.counters[0].counted, 3,
             "refused requests consumed 'wide'"
         );
     }

@@ -23,4 +23,4 @@ pub use service::RateLimiter;
 pub use store::failover::{Failover, Health, OnError};
 pub use store::memory::MemoryStore;
 pub use store::redis::{RedisStore, RedisTarget};
-pub use store::{Backend, Store};
+pub use store::{Backend, Store, StoreConfig};

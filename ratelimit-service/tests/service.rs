@@ -250,3 +250,27 @@ async fn on_error_allow_admits_everything_while_redis_is_down() {
         assert!(r.response_headers_to_add.is_empty());
     }
 }
+
+#[tokio::test]
+async fn the_backend_follows_the_store_config() {
+    use vrata_ratelimit::clock::SystemClock;
+    use vrata_ratelimit::{Backend, Health, StoreConfig};
+    let m = Metrics::default();
+    let b = Backend::start(&StoreConfig::default(), Arc::new(SystemClock), &m).await;
+    assert!(matches!(b, Backend::Memory(_)), "no redis: memory counters");
+    let config = StoreConfig {
+        redis: vrata_ratelimit::RedisTarget::from_urls(vec![format!(
+            "redis://127.0.0.1:{}",
+            vrata_e2e::ports::free_port()
+        )]),
+        on_error: OnError::Deny,
+        ..Default::default()
+    };
+    match Backend::start(&config, Arc::new(SystemClock), &m).await {
+        Backend::Redis(f) => {
+            assert_eq!(f.health(), Health::Fallback, "nothing listens there");
+            assert_eq!(f.on_error(), OnError::Deny);
+        }
+        Backend::Memory(_) => panic!("a redis URL must give the Redis store"),
+    }
+}

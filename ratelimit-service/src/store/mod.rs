@@ -11,7 +11,11 @@ pub mod memory;
 pub mod redis;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::clock::Clock;
+use crate::metrics::Metrics;
 pub use crate::window::CounterState;
 use crate::window::WindowSpec;
 
@@ -75,6 +79,65 @@ impl Store for Backend {
         match self {
             Backend::Memory(m) => m.decide(hits).await,
             Backend::Redis(r) => r.decide(hits).await,
+        }
+    }
+}
+
+/// Bound on one Redis call, connecting included. A healthy round trip is well under a
+/// millisecond; this must stay far below Envoy's timeout for the whole service call (SPEC §2
+/// `services.timeout`, 250 ms by default) so a failing Redis still leaves time to answer from
+/// the fallback.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// How the service keeps its counters: SPEC §1 `--redis` (which overrides) and §2
+/// `rate_limits.store`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `None`: in-memory counters only.
+    pub redis: Option<self::redis::RedisTarget>,
+    pub on_error: failover::OnError,
+    pub call_timeout: Duration,
+    pub probe_interval: Duration,
+    /// Bound of the memory store (the store itself, or the `on_error: local` fallback).
+    pub memory_capacity: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            redis: None,
+            on_error: failover::OnError::default(),
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            probe_interval: failover::DEFAULT_PROBE_INTERVAL,
+            memory_capacity: memory::DEFAULT_CAPACITY,
+        }
+    }
+}
+
+impl Backend {
+    /// Builds the store `config` names. With Redis, connects (or starts in fallback if Redis is
+    /// down: the service serves either way).
+    pub async fn start(config: &StoreConfig, clock: Arc<dyn Clock>, metrics: &Metrics) -> Self {
+        let memory = memory::MemoryStore::new(config.memory_capacity, clock, metrics.clone());
+        match &config.redis {
+            None => Backend::Memory(memory),
+            Some(target) => {
+                let redis = self::redis::RedisStore::new(
+                    target.clone(),
+                    config.call_timeout,
+                    metrics.clone(),
+                );
+                Backend::Redis(
+                    failover::Failover::start(
+                        redis,
+                        memory,
+                        config.on_error,
+                        config.probe_interval,
+                        metrics.clone(),
+                    )
+                    .await,
+                )
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
-//! Hot-path benchmarks: one memory-store decision, and one whole `ShouldRateLimit` through the
-//! handler (descriptor matching, store, statuses and headers) without the network.
+//! Hot-path benchmarks: one memory-store decision, one whole `ShouldRateLimit` through the
+//! handler (descriptor matching, store, statuses and headers) without the network, and Redis
+//! store decisions against a real redis-server on loopback (one at a time: the round trip;
+//! 64 at once: what pipelining over the multiplexed connection gives).
 //!
 //! `nice cargo bench -p vrata-ratelimit`. End-to-end throughput through Envoy lives in `bench/`.
 
@@ -7,16 +9,17 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use vrata_ratelimit::clock::SystemClock;
-use vrata_ratelimit::store::Hit;
 use vrata_ratelimit::store::memory::DEFAULT_CAPACITY;
+use vrata_ratelimit::store::{Hit, Store};
 use vrata_ratelimit::window::WindowSpec;
 use vrata_ratelimit::{
-    DOMAIN, Limit, LimitKey, LimitTable, Limits, MemoryStore, Metrics, RateLimiter,
+    DOMAIN, Limit, LimitKey, LimitTable, Limits, MemoryStore, Metrics, RateLimiter, RedisStore,
+    RedisTarget,
 };
 
 /// Limits high enough that every iteration is admitted (the common case) and keys spread over
@@ -119,5 +122,57 @@ fn handler(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, memory_decision, handler);
+fn redis(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let server = rt
+        .block_on(vrata_e2e::redis::RedisServer::start())
+        .expect("redis-server (scripts/test installs it)");
+    let store = RedisStore::new(
+        RedisTarget::Standalone(server.url()),
+        Duration::from_secs(1),
+        Metrics::default(),
+    );
+    rt.block_on(store.connect()).expect("connect to redis");
+    let spec = WindowSpec::new(u64::MAX / 4, Duration::from_secs(60));
+    let keys: Vec<String> = (0..1_024)
+        .map(|i| format!("vrata:rl:{{r:bench}}:ip:10.0.{i}"))
+        .collect();
+    let hit = |i: usize| {
+        [Hit {
+            key: keys[i & 1_023].clone(),
+            window: spec,
+            hits: 1,
+        }]
+    };
+    let mut i = 0usize;
+    c.bench_function("redis store: 1 decision (round trip)", |b| {
+        b.to_async(&rt).iter(|| {
+            i += 1;
+            let h = hit(i);
+            let store = &store;
+            async move { black_box(store.decide(&h).await.expect("decision")) }
+        })
+    });
+    let mut group = c.benchmark_group("redis store");
+    group.throughput(Throughput::Elements(64));
+    group.bench_function("64 concurrent decisions (pipelined)", |b| {
+        b.to_async(&rt).iter(|| {
+            i += 64;
+            let batch: Vec<_> = (0..64).map(|j| hit(i + j)).collect();
+            let store = &store;
+            async move {
+                let all = batch.iter().map(|h| store.decide(h));
+                black_box(futures::future::join_all(all).await)
+            }
+        })
+    });
+    group.finish();
+    drop(server);
+}
+
+criterion_group!(benches, memory_decision, handler, redis);
 criterion_main!(benches);

@@ -59,6 +59,17 @@ async fn two_instances_sharing_one_redis_admit_exactly_the_limit() {
     let current = header(&first, "ratelimit").unwrap();
     assert!(current.starts_with("\"all\";r=19;t="), "{current}");
     assert_eq!(alternate(&b, &a, 39).await, 19);
+    // Refused by the script: told to come back when the first hit leaves the minute window
+    // (the hits above took well under a second, buckets are 1 s).
+    let refused = call(&b, request(vec![descriptor("orders", "all", None)]))
+        .await
+        .unwrap();
+    let wait: u64 = header(&refused, "retry-after").unwrap().parse().unwrap();
+    assert!((58..=61).contains(&wait), "retry-after {wait}");
+    assert_eq!(
+        header(&refused, "ratelimit"),
+        Some(format!("\"all\";r=0;t={wait}").as_str())
+    );
     // Every decision went to Redis: nothing failed, neither instance counted locally.
     assert_eq!(store_errors(&am) + store_errors(&bm), 0);
     assert!(a.store().local().is_empty() && b.store().local().is_empty());

@@ -49,18 +49,17 @@ for i = 1, #KEYS do
     else
       live[#live + 1] = {k, c}
       counted = counted + c
+      if newest[i] == nil or k > newest[i] then newest[i] = k end
     end
   end
   if #dead > 0 then redis.call('HDEL', KEYS[i], unpack(dead)) end
-  table.sort(live, function(x, y) return x[1] < y[1] end)
   local reset, retry, fits = 0, 0, 1
-  if #live > 0 then
-    newest[i] = live[#live][1]
-    reset = newest[i] * width + per - now
-  end
+  if newest[i] ~= nil then reset = newest[i] * width + per - now end
   if counted + hits > limit then
     fits, admitted, retry = 0, false, per
     if hits <= limit then
+      -- Only a refusal needs the buckets in order: oldest first, until enough have left.
+      table.sort(live, function(x, y) return x[1] < y[1] end)
       local left = counted
       for _, b in ipairs(live) do
         left = left - b[2]

@@ -111,13 +111,20 @@ impl MemoryStore {
             for ((h, &s), state) in hits.iter().zip(&shard_ids).zip(&mut decision.counters) {
                 let per_shard = self.per_shard;
                 let shard = find(&mut guards, s);
+                // The key is cloned only for a new counter: most decisions hit existing ones.
                 if !shard.map.contains_key(&h.key) {
                     self.make_room(shard, per_shard, now);
+                    shard.map.insert(
+                        h.key.clone(),
+                        Entry {
+                            spec: h.window,
+                            window: SlidingWindow::default(),
+                        },
+                    );
                 }
-                let entry = shard.map.entry(h.key.clone()).or_insert_with(|| Entry {
-                    spec: h.window,
-                    window: SlidingWindow::default(),
-                });
+                let Some(entry) = shard.map.get_mut(&h.key) else {
+                    continue; // inserted just above, under the same lock
+                };
                 entry.window.consume(&h.window, now, h.hits);
                 // Report the counter as it is after this request, as the Redis script does.
                 state.counted += h.hits;

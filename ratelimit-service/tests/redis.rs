@@ -227,3 +227,43 @@ async fn starting_without_redis_serves_in_fallback_then_connects() {
     .unwrap();
     assert!(admitted(&a, request(vec![descriptor("orders", "all", None)])).await);
 }
+
+#[tokio::test]
+async fn a_hung_redis_costs_one_timeout_then_decisions_skip_it() {
+    let redis = RedisServer::start().await.unwrap();
+    let l = limit_20_per_minute();
+    let (a, am) = redis_instance(RedisTarget::Standalone(redis.url()), &l, OnError::Local).await;
+    assert!(admitted(&a, request(vec![descriptor("orders", "all", None)])).await);
+
+    redis.pause().unwrap();
+    // The first call after the freeze waits for the call timeout and fails over; the local
+    // counter then starts from zero (each instance enforces the limit alone).
+    let mut passed = 0;
+    for _ in 0..25 {
+        passed += usize::from(admitted(&a, request(vec![descriptor("orders", "all", None)])).await);
+    }
+    assert_eq!(passed, 20);
+    assert_eq!(a.store().health(), Health::Fallback);
+    assert_eq!(
+        store_errors(&am),
+        1,
+        "only the first call went to the hung redis"
+    );
+
+    redis.resume().unwrap();
+    eventually("back on redis", Duration::from_secs(10), || async {
+        match a.store().health() {
+            Health::Shared => Ok(()),
+            Health::Fallback => anyhow::bail!("still in fallback"),
+        }
+    })
+    .await
+    .unwrap();
+    // Redis kept its count, and also ran the call that timed out once it was thawed (a
+    // timed-out call may still be applied: the safe direction). 1 + 1 counted: 18 more fit.
+    let mut passed = 0;
+    for _ in 0..25 {
+        passed += usize::from(admitted(&a, request(vec![descriptor("orders", "all", None)])).await);
+    }
+    assert_eq!(passed, 18);
+}

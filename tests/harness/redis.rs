@@ -118,6 +118,28 @@ impl RedisServer {
         self.proc = None;
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers — a hung Redis.
+    pub fn pause(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+        let proc = self
+            .proc
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("redis on {} is not running", self.port))?;
+        let status = Command::new("kill")
+            .args([sig, &proc.pid().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {sig} {} failed", proc.pid());
+        Ok(())
+    }
+
     /// Starts a fresh, empty server on the same port.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();

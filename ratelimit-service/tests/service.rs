@@ -274,3 +274,41 @@ async fn the_backend_follows_the_store_config() {
         Backend::Memory(_) => panic!("a redis URL must give the Redis store"),
     }
 }
+
+#[tokio::test]
+async fn answers_over_grpc_on_the_wire() {
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+
+    let l = limits("orders", vec![route_limit("all", 1, 60)]);
+    let (s, _, _) = memory_limiter(&l);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RateLimitServiceServer::new(s))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut client = RateLimitServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let first = client
+        .should_rate_limit(one("orders", "all"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.overall_code, Code::Ok as i32);
+    let second = client
+        .should_rate_limit(one("orders", "all"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.overall_code, Code::OverLimit as i32);
+    assert_eq!(header(&second, "retry-after"), Some("60"));
+    let mut bad = one("orders", "all");
+    bad.descriptors[0].entries.clear();
+    let e = client.should_rate_limit(bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert_eq!(e.message(), "descriptor 0: no entries");
+    server.abort();
+}

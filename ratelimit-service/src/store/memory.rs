@@ -4,12 +4,13 @@
 //! can never wait on each other in a cycle), checks every counter, consumes all or none, and
 //! unlocks. No lock is held across an await.
 //!
-//! Memory is bounded by `capacity` counters. Expired counters are dropped when met, and a shard
-//! that is full when a new counter arrives first drops all of its expired counters; if it is
-//! still full it drops the eighth of its counters closest to expiring (they hold the least
-//! state) and counts them in `vrata_ratelimit_memory_evicted_live`. Evicting live counters can
-//! only admit more than the limit for the evicted keys; a non-zero metric means `capacity` is too
-//! small for the traffic.
+//! Memory is bounded by `capacity` counters. Expired counters go in sweeps of one shard at a
+//! time: every `capacity / SHARDS / 4` new counters in a shard (so the cost is a few entries per
+//! new counter, and a shard does not keep dead counters while traffic moves on to new keys), and
+//! whenever a new counter finds its shard full. A shard still full after its sweep drops the
+//! eighth of its counters closest to expiring (they hold the least state) and counts them in
+//! `vrata_ratelimit_memory_evicted_live`. Evicting live counters can only admit more than the
+//! limit for the evicted keys; a non-zero metric means `capacity` is too small for the traffic.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -35,6 +36,16 @@ struct Entry {
 
 struct Shard {
     map: HashMap<String, Entry>,
+    /// New counters since the last sweep.
+    created: usize,
+}
+
+impl Shard {
+    fn sweep(&mut self, now: u64) {
+        self.map
+            .retain(|_, e| e.window.expires_at_ms(&e.spec) > now);
+        self.created = 0;
+    }
 }
 
 pub struct MemoryStore {
@@ -54,6 +65,7 @@ impl MemoryStore {
                 .map(|_| {
                     Mutex::new(Shard {
                         map: HashMap::new(),
+                        created: 0,
                     })
                 })
                 .collect(),
@@ -113,6 +125,10 @@ impl MemoryStore {
                 let shard = find(&mut guards, s);
                 // The key is cloned only for a new counter: most decisions hit existing ones.
                 if !shard.map.contains_key(&h.key) {
+                    shard.created += 1;
+                    if shard.created >= (per_shard / 4).max(1) {
+                        shard.sweep(now);
+                    }
                     self.make_room(shard, per_shard, now);
                     shard.map.insert(
                         h.key.clone(),
@@ -138,9 +154,7 @@ impl MemoryStore {
         if shard.map.len() < per_shard {
             return;
         }
-        shard
-            .map
-            .retain(|_, e| e.window.expires_at_ms(&e.spec) > now);
+        shard.sweep(now);
         if shard.map.len() < per_shard {
             return;
         }
@@ -291,6 +305,27 @@ mod tests {
         s.decide_now(&[hit("live", 5, 60)]);
         s.decide_now(&[hit(&same_shard("live"), 5, 60)]);
         assert_eq!(metrics.evicted_live.get(), 1);
+    }
+
+    #[test]
+    fn expired_counters_are_swept_as_new_ones_arrive() {
+        let (s, clock, metrics) = store(SHARDS * 100); // 100 per shard: a sweep every 25 new
+        let mut one_shard = (0..)
+            .map(|i| format!("k-{i}"))
+            .filter(|k| s.shard_of(k) == s.shard_of("k-0"));
+        for _ in 0..30 {
+            s.decide_now(&[hit(&one_shard.next().unwrap(), 5, 1)]);
+        }
+        clock.advance(Duration::from_secs(2));
+        // The 30 are expired but stay until the shard's next sweep: 25 new counters after the
+        // last one, which came at the 25th of the 30.
+        for _ in 0..19 {
+            s.decide_now(&[hit(&one_shard.next().unwrap(), 5, 1)]);
+        }
+        assert_eq!(s.len(), 49);
+        s.decide_now(&[hit(&one_shard.next().unwrap(), 5, 1)]);
+        assert_eq!(s.len(), 20, "the sweep dropped the 30 expired counters");
+        assert_eq!(metrics.evicted_live.get(), 0);
     }
 
     #[test]

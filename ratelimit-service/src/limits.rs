@@ -20,6 +20,8 @@
 //! `skip_if_absent: true` makes Envoy send the descriptor without its third entry when the
 //! header or claim is missing; the service then counts all such requests of that limit in one
 //! shared counter (value `""`), so leaving the header out is not a way around the limit.
+//! Envoy's `metadata` action only reads string values: a claim used as a key must be a string
+//! (`sub`, `azp`, `email`); an array or number counts as missing.
 //! Descriptor-level `hits_addend` overrides the request's; a `limit` override in a descriptor is
 //! ignored (limits come from the gateway files only).
 //!

@@ -22,5 +22,5 @@ pub use metrics::Metrics;
 pub use service::RateLimiter;
 pub use store::failover::{Failover, Health, OnError};
 pub use store::memory::MemoryStore;
-pub use store::redis::{RedisStore, RedisTarget};
+pub use store::redis::{BadRedisUrl, RedisStore, RedisTarget};
 pub use store::{Backend, Store, StoreConfig};

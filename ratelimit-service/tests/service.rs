@@ -262,7 +262,8 @@ async fn the_backend_follows_the_store_config() {
         redis: vrata_ratelimit::RedisTarget::from_urls(vec![format!(
             "redis://127.0.0.1:{}",
             vrata_e2e::ports::free_port()
-        )]),
+        )])
+        .unwrap(),
         on_error: OnError::Deny,
         ..Default::default()
     };

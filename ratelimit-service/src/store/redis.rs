@@ -96,16 +96,43 @@ pub enum RedisTarget {
     Cluster(Vec<String>),
 }
 
+/// A Redis URL the store could never use; the binary reports it and exits before serving.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("redis URL {url:?}: {reason}")]
+pub struct BadRedisUrl {
+    pub url: String,
+    pub reason: String,
+}
+
 impl RedisTarget {
     /// SPEC §1 `--redis URL[,URL...]` and `rate_limits.store.redis`: one URL is a standalone
-    /// Redis, several are Cluster seeds.
-    pub fn from_urls(urls: Vec<String>) -> Option<Self> {
-        match urls.len() {
+    /// Redis, several are Cluster seeds, none is no Redis. Every URL is checked now, so a typo
+    /// fails at start instead of leaving the service in fallback for good.
+    pub fn from_urls(urls: Vec<String>) -> Result<Option<Self>, BadRedisUrl> {
+        for url in &urls {
+            check_url(url)?;
+        }
+        Ok(match urls.len() {
             0 => None,
             1 => urls.into_iter().next().map(RedisTarget::Standalone),
             _ => Some(RedisTarget::Cluster(urls)),
-        }
+        })
     }
+}
+
+fn check_url(url: &str) -> Result<(), BadRedisUrl> {
+    let bad = |reason: String| BadRedisUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    // TLS to Redis needs one of the client's TLS features, not built in yet: say so rather than
+    // fail every connection attempt.
+    if url.starts_with("rediss:") {
+        return Err(bad("TLS (rediss://) is not supported yet".into()));
+    }
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|e| bad(e.to_string()))
 }
 
 #[derive(Clone)]
@@ -262,15 +289,23 @@ mod tests {
 
     #[test]
     fn one_url_is_standalone_several_are_a_cluster() {
-        assert_eq!(RedisTarget::from_urls(vec![]), None);
+        assert_eq!(RedisTarget::from_urls(vec![]), Ok(None));
         assert_eq!(
-            RedisTarget::from_urls(vec!["redis://a".into()]),
-            Some(RedisTarget::Standalone("redis://a".into()))
+            RedisTarget::from_urls(vec!["redis://a:6379/0".into()]),
+            Ok(Some(RedisTarget::Standalone("redis://a:6379/0".into())))
         );
         assert!(matches!(
             RedisTarget::from_urls(vec!["redis://a".into(), "redis://b".into()]),
-            Some(RedisTarget::Cluster(v)) if v.len() == 2
+            Ok(Some(RedisTarget::Cluster(v))) if v.len() == 2
         ));
+    }
+
+    #[test]
+    fn unusable_urls_are_refused_with_the_url_named() {
+        for url in ["http://a:6379", "redis://a:notaport", "rediss://a:6379"] {
+            let e = RedisTarget::from_urls(vec!["redis://ok".into(), url.into()]).unwrap_err();
+            assert_eq!(e.url, url, "{e}");
+        }
     }
 
     #[tokio::test]

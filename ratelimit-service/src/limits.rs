@@ -239,7 +239,11 @@ impl CompiledLimit {
         // (prefixed so the tag is never empty), so every counter a decision touches for one route
         // is in one slot and one script can update them atomically. Lengths in front of the
         // free-form parts keep names containing `:` or `}` from ever colliding.
-        let key_kind = l.key.to_string();
+        // Header names are case-insensitive: `X-Api-Key` and `x-api-key` are one counter.
+        let key_kind = match &l.key {
+            LimitKey::Header(h) => format!("header:{}", h.to_ascii_lowercase()),
+            other => other.to_string(),
+        };
         let counter_prefix = format!(
             "vrata:rl:{{r:{route}}}:{}:{}:{}/{}s:{}:{}:",
             l.name.len(),
@@ -430,6 +434,10 @@ mod tests {
         assert_ne!(
             base,
             compile(lim("u", 10, 60, LimitKey::Header("sub".into())))
+        );
+        assert_eq!(
+            compile(lim("u", 10, 60, LimitKey::Header("X-Api-Key".into()))),
+            compile(lim("u", 10, 60, LimitKey::Header("x-api-key".into())))
         );
     }
 

@@ -267,3 +267,44 @@ async fn a_hung_redis_costs_one_timeout_then_decisions_skip_it() {
     }
     assert_eq!(passed, 18);
 }
+
+#[tokio::test]
+async fn a_cluster_master_dying_switches_to_local_and_its_return_resumes_sharing() {
+    let mut cluster = RedisCluster::start().await.unwrap();
+    let l = limit_20_per_minute();
+    let target = || RedisTarget::Cluster(cluster.urls());
+    let (a, am) = redis_instance(target(), &l, OnError::Local).await;
+    let (b, _) = redis_instance(target(), &l, OnError::Local).await;
+    assert_eq!(alternate(&a, &b, 10).await, 10);
+
+    // The master holding route "orders" dies: its slots have no server (no replicas).
+    let owner = cluster.node_of("{r:orders}").await.unwrap();
+    cluster.kill(owner);
+    let mut passed = 0;
+    for _ in 0..25 {
+        passed += usize::from(admitted(&a, request(vec![descriptor("orders", "all", None)])).await);
+    }
+    assert_eq!(passed, 20, "instance a counts alone");
+    assert_eq!(a.store().health(), Health::Fallback);
+    assert_eq!(store_errors(&am), 1);
+    assert!(admitted(&b, request(vec![descriptor("orders", "all", None)])).await);
+    assert_eq!(b.store().health(), Health::Fallback);
+
+    cluster.restart(owner).await.unwrap();
+    for (name, inst) in [("a", &a), ("b", &b)] {
+        eventually(
+            &format!("instance {name} back on the cluster"),
+            Duration::from_secs(20),
+            || async {
+                match inst.store().health() {
+                    Health::Shared => Ok(()),
+                    Health::Fallback => anyhow::bail!("still in fallback\n{}", cluster.logs()),
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+    // The restarted master came back empty: the fleet counts from zero, together.
+    assert_eq!(alternate(&a, &b, 40).await, 20, "{}", cluster.logs());
+}

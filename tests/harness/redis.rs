@@ -170,47 +170,71 @@ fn base_args(port: u16, dir: &Path) -> Vec<String> {
     .collect()
 }
 
+/// One node of a [`RedisCluster`]: what it needs to start again as the same node.
+struct ClusterNode {
+    port: u16,
+    bus: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+    starts: u32,
+}
+
+impl ClusterNode {
+    /// Starts (or restarts) the node; its `nodes.conf` in `dir` makes it rejoin as itself.
+    async fn launch(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(redis_server());
+        cmd.args(base_args(self.port, &self.dir)).args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-port",
+            &self.bus.to_string(),
+            "--cluster-node-timeout",
+            "2000",
+        ]);
+        let name = format!("redis-cluster-{}-{}", self.port, self.starts);
+        self.starts += 1;
+        let proc = Proc::spawn(&name, cmd, &self.dir)?;
+        wait_for_pong(&name, self.port, &proc).await?;
+        self.proc = Some(proc);
+        Ok(())
+    }
+}
+
 /// A Redis Cluster of three masters (no replicas), slots spread evenly by `redis-cli`.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
     _dir: tempfile::TempDir,
-    procs: Vec<Proc>,
+    nodes: Vec<ClusterNode>,
 }
 
 impl RedisCluster {
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let mut ports = Vec::new();
-        let mut procs = Vec::new();
+        let mut nodes = Vec::new();
         for _ in 0..3 {
             let port = free_port();
-            // The cluster bus port defaults to port + 10000, which may be taken or past 65535
-            // for an ephemeral port: pick a free one explicitly.
-            let bus = free_port();
             let node_dir = dir.path().join(port.to_string());
             std::fs::create_dir_all(&node_dir)?;
-            let mut cmd = Command::new(redis_server());
-            cmd.args(base_args(port, &node_dir)).args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-port",
-                &bus.to_string(),
-                "--cluster-node-timeout",
-                "2000",
-            ]);
-            let name = format!("redis-cluster-{port}");
-            let proc = Proc::spawn(&name, cmd, &node_dir)?;
-            wait_for_pong(&name, port, &proc).await?;
-            ports.push(port);
-            procs.push(proc);
+            let mut node = ClusterNode {
+                port,
+                // The cluster bus port defaults to port + 10000, which may be taken or past
+                // 65535 for an ephemeral port: pick a free one explicitly.
+                bus: free_port(),
+                dir: node_dir,
+                proc: None,
+                starts: 0,
+            };
+            node.launch().await?;
+            nodes.push(node);
         }
-        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new(binary("redis-cli"))
             .arg("--cluster")
             .arg("create")
-            .args(&nodes)
+            .args(&addrs)
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .output()?;
         anyhow::ensure!(
@@ -219,7 +243,18 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        for &port in &ports {
+        let cluster = Self {
+            ports,
+            _dir: dir,
+            nodes,
+        };
+        cluster.wait_ok().await?;
+        Ok(cluster)
+    }
+
+    /// Waits until every node sees every slot served.
+    pub async fn wait_ok(&self) -> anyhow::Result<()> {
+        for &port in &self.ports {
             crate::eventually(
                 &format!("cluster_state:ok on {port}"),
                 CLUSTER_TIMEOUT,
@@ -231,11 +266,55 @@ impl RedisCluster {
             )
             .await?;
         }
-        Ok(Self {
-            ports,
-            _dir: dir,
-            procs,
-        })
+        Ok(())
+    }
+
+    /// The index (into `ports`) of the master serving `key`'s slot.
+    pub async fn node_of(&self, key: &str) -> anyhow::Result<usize> {
+        let any = *self
+            .ports
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("empty cluster"))?;
+        let slot: u16 = command(any, &["CLUSTER", "KEYSLOT", key])
+            .await?
+            .trim_start_matches(':')
+            .parse()?;
+        for (i, &port) in self.ports.iter().enumerate() {
+            let nodes = command(port, &["CLUSTER", "NODES"]).await?;
+            let me = nodes
+                .lines()
+                .find(|l| l.contains("myself"))
+                .ok_or_else(|| anyhow::anyhow!("no myself line on {port}: {nodes}"))?;
+            // Fields 9.. are the node's slots: "0-5460" or "5461".
+            for range in me.split_whitespace().skip(8) {
+                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                if let (Ok(lo), Ok(hi)) = (lo.parse::<u16>(), hi.parse::<u16>())
+                    && (lo..=hi).contains(&slot)
+                {
+                    return Ok(i);
+                }
+            }
+        }
+        anyhow::bail!("no node serves slot {slot}")
+    }
+
+    /// Kills node `i` (SIGKILL). Its slots are unserved until it comes back.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(n) = self.nodes.get_mut(i) {
+            n.proc = None;
+        }
+    }
+
+    /// Starts node `i` again as the same cluster member (empty: nothing is persisted) and
+    /// waits for the cluster to be whole.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        let n = self
+            .nodes
+            .get_mut(i)
+            .ok_or_else(|| anyhow::anyhow!("no node {i}"))?;
+        n.proc = None;
+        n.launch().await?;
+        self.wait_ok().await
     }
 
     pub fn urls(&self) -> Vec<String> {
@@ -246,9 +325,9 @@ impl RedisCluster {
     }
 
     pub fn logs(&self) -> String {
-        self.procs
+        self.nodes
             .iter()
-            .map(Proc::logs)
+            .filter_map(|n| n.proc.as_ref().map(Proc::logs))
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -14,6 +14,7 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescript
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use vrata_ratelimit::clock::SystemClock;
+use vrata_ratelimit::limits::MAX_LIMIT;
 use vrata_ratelimit::store::memory::DEFAULT_CAPACITY;
 use vrata_ratelimit::store::{Hit, Store};
 use vrata_ratelimit::window::WindowSpec;
@@ -30,7 +31,7 @@ fn store() -> MemoryStore {
 
 fn memory_decision(c: &mut Criterion) {
     let s = store();
-    let spec = WindowSpec::new(u64::MAX / 2, Duration::from_secs(60));
+    let spec = WindowSpec::new(MAX_LIMIT, Duration::from_secs(60));
     let keys: Vec<String> = (0..1_024)
         .map(|i| format!("vrata:rl:{{r:bench}}:ip:10.0.{i}"))
         .collect();
@@ -72,13 +73,8 @@ fn handler(c: &mut Criterion) {
     let limits = Limits::new([(
         "orders".to_owned(),
         vec![
-            Limit::new(
-                "per-ip",
-                u64::MAX / 2,
-                Duration::from_secs(60),
-                LimitKey::Ip,
-            ),
-            Limit::new("all", u64::MAX / 2, Duration::from_secs(1), LimitKey::Route),
+            Limit::new("per-ip", MAX_LIMIT, Duration::from_secs(60), LimitKey::Ip),
+            Limit::new("all", MAX_LIMIT, Duration::from_secs(1), LimitKey::Route),
         ],
     )])
     .expect("valid limits");
@@ -137,7 +133,7 @@ fn redis(c: &mut Criterion) {
         Metrics::default(),
     );
     rt.block_on(store.connect()).expect("connect to redis");
-    let spec = WindowSpec::new(u64::MAX / 4, Duration::from_secs(60));
+    let spec = WindowSpec::new(MAX_LIMIT, Duration::from_secs(60));
     let keys: Vec<String> = (0..1_024)
         .map(|i| format!("vrata:rl:{{r:bench}}:ip:10.0.{i}"))
         .collect();

@@ -56,6 +56,9 @@ pub const IP_ENTRY: &str = "remote_address";
 pub const HEADER_ENTRY: &str = "header";
 pub const CLAIM_ENTRY: &str = "claim";
 
+/// The largest `limit`: the Redis script counts in Lua numbers (doubles), exact up to 2^53.
+pub const MAX_LIMIT: u64 = 1 << 53;
+
 /// A limit or route name was unusable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LimitsError {
@@ -65,8 +68,8 @@ pub enum LimitsError {
         "route {route:?}: limit name {name:?} must be 1-64 characters of A-Z a-z 0-9 . _ - (it is shown to clients in RateLimit headers)"
     )]
     BadLimitName { route: String, name: String },
-    #[error("route {route:?}, limit {name:?}: limit must be at least 1")]
-    ZeroLimit { route: String, name: String },
+    #[error("route {route:?}, limit {name:?}: limit must be between 1 and 2^53")]
+    LimitOutOfRange { route: String, name: String },
     #[error(
         "route {route:?}, limit {name:?}: per must be a whole number of seconds, at least 1s (got {per:?})"
     )]
@@ -191,9 +194,9 @@ fn validate(route: &str, l: &Limit) -> Result<(), LimitsError> {
         let (route, name) = err_ctx();
         return Err(LimitsError::BadLimitName { route, name });
     }
-    if l.limit == 0 {
+    if l.limit == 0 || l.limit > MAX_LIMIT {
         let (route, name) = err_ctx();
-        return Err(LimitsError::ZeroLimit { route, name });
+        return Err(LimitsError::LimitOutOfRange { route, name });
     }
     if l.per < Duration::from_secs(1) || l.per.subsec_nanos() != 0 {
         let (route, name) = err_ctx();
@@ -361,11 +364,16 @@ mod tests {
         let one = |l: Limit| Limits::new([("r".to_owned(), vec![l])]);
         assert_eq!(
             one(lim("a", 0, 1, LimitKey::Route)),
-            Err(LimitsError::ZeroLimit {
+            Err(LimitsError::LimitOutOfRange {
                 route: "r".into(),
                 name: "a".into()
             })
         );
+        assert!(one(lim("a", MAX_LIMIT, 1, LimitKey::Route)).is_ok());
+        assert!(matches!(
+            one(lim("a", MAX_LIMIT + 1, 1, LimitKey::Route)),
+            Err(LimitsError::LimitOutOfRange { .. })
+        ));
         assert!(matches!(
             one(Limit::new(
                 "a",

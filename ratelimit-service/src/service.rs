@@ -119,7 +119,7 @@ impl<S: Store> RateLimiter<S> {
             // counter before the other's hits.
             match hits.iter().position(|h| h.key == key) {
                 Some(i) => {
-                    hits[i].hits += n;
+                    hits[i].hits = hits[i].hits.saturating_add(n);
                     slots.push(Slot::Counter(i));
                 }
                 None => {

@@ -134,7 +134,7 @@ impl SlidingWindow {
         let mut left = counted;
         for &(k, c) in &self.buckets {
             left -= c;
-            if left + hits <= spec.limit {
+            if left.saturating_add(hits) <= spec.limit {
                 return spec.expiry_of(k).saturating_sub(now_ms);
             }
         }
@@ -145,11 +145,11 @@ impl SlidingWindow {
     pub fn consume(&mut self, spec: &WindowSpec, now_ms: u64, hits: u64) {
         let k = spec.bucket_of(now_ms);
         match self.buckets.back_mut() {
-            Some((last, c)) if *last == k => *c += hits,
+            Some((last, c)) if *last == k => *c = c.saturating_add(hits),
             // A clock that stepped back (the memory store's wall clock) may hand out a bucket
             // older than the newest: merging into the newest keeps the order and only counts the
             // hits a little longer, the safe direction.
-            Some((last, c)) if *last > k => *c += hits,
+            Some((last, c)) if *last > k => *c = c.saturating_add(hits),
             _ => self.buckets.push_back((k, hits)),
         }
     }

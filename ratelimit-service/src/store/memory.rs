@@ -143,7 +143,7 @@ impl MemoryStore {
                 };
                 entry.window.consume(&h.window, now, h.hits);
                 // Report the counter as it is after this request, as the Redis script does.
-                state.counted += h.hits;
+                state.counted = state.counted.saturating_add(h.hits);
                 state.reset_after_ms = entry.window.expires_at_ms(&h.window).saturating_sub(now);
             }
         }

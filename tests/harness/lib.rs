@@ -11,6 +11,7 @@ pub mod paths;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod redis;
 pub mod stack;
 pub mod upstream;
 pub mod wait;

@@ -2,6 +2,9 @@
 //! claims, no cache), and one whole Check answered from the token cache.
 //! Run: `cargo bench -p vrata-ext-authz --bench validate`. Figures: docs/performance.md.
 
+// Bench-only code: a panic is a broken benchmark setup, reported with its location.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -19,7 +22,11 @@ fn validation(c: &mut Criterion) {
     let issuer = "https://sso.example.com/realms/demo";
     let policies = Policies::compile(&policy(issuer)).unwrap();
     let provider = policies.providers["kc"].clone();
-    for key in [TestKey::rsa("r1"), TestKey::es256("e1"), TestKey::ed25519("d1")] {
+    for key in [
+        TestKey::rsa("r1"),
+        TestKey::es256("e1"),
+        TestKey::ed25519("d1"),
+    ] {
         let jwks = serde_json::json!({"keys": [key.jwk()]});
         let (set, _) = KeySet::parse(&serde_json::to_vec(&jwks).unwrap(), 1).unwrap();
         let token = key.token(&claims(issuer, &clock, &["orders:read", "viewer"]));
@@ -61,16 +68,31 @@ fn cached_check(c: &mut Criterion) {
 fn cached_parts(c: &mut Criterion) {
     let clock = vrata_ext_authz::ManualClock::starting_now();
     let key = TestKey::rsa("r1");
-    let token = key.token(&claims("https://sso.example.com/realms/demo", &clock, &["orders:read"]));
+    let token = key.token(&claims(
+        "https://sso.example.com/realms/demo",
+        &clock,
+        &["orders:read"],
+    ));
     c.bench_function("part/cache_key_sha256", |b| {
         b.iter(|| vrata_ext_authz::cache::TokenCache::key(&[7; 32], black_box(&token)))
     });
-    let claims = claims("https://sso.example.com/realms/demo", &clock, &["orders:read"]);
+    let claims = claims(
+        "https://sso.example.com/realms/demo",
+        &clock,
+        &["orders:read"],
+    );
     let s = vrata_ext_authz::response::json_to_struct(claims.as_object().unwrap());
-    c.bench_function("part/claims_struct_clone", |b| b.iter(|| black_box(&s).clone()));
+    c.bench_function("part/claims_struct_clone", |b| {
+        b.iter(|| black_box(&s).clone())
+    });
     let metrics = vrata_ext_authz::Metrics::default();
     c.bench_function("part/decision_metric", |b| {
-        b.iter(|| metrics.decision(black_box("orders"), vrata_ext_authz::metrics::Outcome::Allowed))
+        b.iter(|| {
+            metrics.decision(
+                black_box("orders"),
+                vrata_ext_authz::metrics::Outcome::Allowed,
+            )
+        })
     });
 }
 

@@ -69,3 +69,54 @@ impl Authorization for CheckService {
         Ok(Response::new(self.authz.check(input).await))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+
+    fn with_http(http: attribute_context::HttpRequest) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(http),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn headers_from_the_map_or_the_raw_header_map() {
+        let mut http = attribute_context::HttpRequest::default();
+        http.headers
+            .insert("authorization".into(), "Bearer a".into());
+        assert_eq!(header(&with_http(http), "authorization"), Some("Bearer a"));
+
+        // encode_raw_headers: values arrive as bytes in header_map.
+        let http = attribute_context::HttpRequest {
+            header_map: Some(HeaderMap {
+                headers: vec![
+                    HeaderValue {
+                        key: "x-request-id".into(),
+                        raw_value: b"r-1".to_vec(),
+                        ..Default::default()
+                    },
+                    HeaderValue {
+                        key: "Authorization".into(),
+                        value: "Bearer b".into(),
+                        ..Default::default()
+                    },
+                ],
+            }),
+            ..Default::default()
+        };
+        let req = with_http(http);
+        assert_eq!(header(&req, "x-request-id"), Some("r-1"));
+        assert_eq!(header(&req, "authorization"), Some("Bearer b"));
+        assert_eq!(header(&req, "cookie"), None);
+        assert_eq!(header(&CheckRequest::default(), "authorization"), None);
+    }
+}

@@ -55,14 +55,18 @@ async fn valid_token_passes_with_forwarded_claims_and_metadata() {
 
 #[tokio::test]
 async fn every_algorithm_family_verifies() {
-    let (rsa, ec, ed) = (
+    let keys = [
         TestKey::rsa("r"),
+        TestKey::ps256("p"),
         TestKey::es256("e"),
+        TestKey::es384("e3"),
         TestKey::ed25519("d"),
-    );
-    let idp = Idp::start(&[&rsa, &ec, &ed]).await;
-    let h = harness(&policy(&idp.issuer));
-    for k in [&rsa, &ec, &ed] {
+    ];
+    let idp = Idp::start(&keys.iter().collect::<Vec<_>>()).await;
+    let mut spec = policy(&idp.issuer);
+    spec.providers[0].algorithms = vrata_ext_authz::Algorithm::ALL.to_vec();
+    let h = harness(&spec);
+    for k in &keys {
         let t = k.token(&claims(&idp.issuer, &h.clock, &["orders:read"]));
         h.check_token("orders", &t)
             .await

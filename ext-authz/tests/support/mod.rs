@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256,
-    RsaKeyPair, RsaPublicKeyComponents,
+    ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair,
+    KeyPair, RSA_PKCS1_SHA256, RSA_PSS_SHA256, RsaKeyPair, RsaPublicKeyComponents,
 };
 use axum::Router;
 use axum::extract::State;
@@ -42,7 +42,9 @@ pub fn b64(bytes: &[u8]) -> String {
 
 pub enum Signer {
     Rsa(RsaKeyPair),
+    RsaPss(RsaKeyPair),
     Es256(EcdsaKeyPair),
+    Es384(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
 }
 
@@ -59,6 +61,24 @@ impl TestKey {
             kid: kid.into(),
             alg: "RS256",
             signer: Signer::Rsa(kp),
+        }
+    }
+
+    pub fn ps256(kid: &str) -> Self {
+        let kp = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA keygen");
+        Self {
+            kid: kid.into(),
+            alg: "PS256",
+            signer: Signer::RsaPss(kp),
+        }
+    }
+
+    pub fn es384(kid: &str) -> Self {
+        let kp = EcdsaKeyPair::generate(&ECDSA_P384_SHA384_FIXED_SIGNING).expect("EC keygen");
+        Self {
+            kid: kid.into(),
+            alg: "ES384",
+            signer: Signer::Es384(kp),
         }
     }
 
@@ -88,10 +108,20 @@ impl TestKey {
                 json!({"kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256",
                        "n": b64(&c.n), "e": b64(&c.e)})
             }
+            // No `alg` member: PS256 must be allowed by the key type alone.
+            Signer::RsaPss(kp) => {
+                let c = RsaPublicKeyComponents::<Vec<u8>>::from(kp.public_key());
+                json!({"kty": "RSA", "kid": self.kid, "n": b64(&c.n), "e": b64(&c.e)})
+            }
             Signer::Es256(kp) => {
                 let p = kp.public_key().as_ref();
                 json!({"kty": "EC", "kid": self.kid, "use": "sig", "crv": "P-256",
                        "x": b64(&p[1..33]), "y": b64(&p[33..65])})
+            }
+            Signer::Es384(kp) => {
+                let p = kp.public_key().as_ref();
+                json!({"kty": "EC", "kid": self.kid, "use": "sig", "crv": "P-384", "alg": "ES384",
+                       "x": b64(&p[1..49]), "y": b64(&p[49..97])})
             }
             Signer::Ed(kp) => {
                 json!({"kty": "OKP", "kid": self.kid, "use": "sig", "crv": "Ed25519",
@@ -103,8 +133,8 @@ impl TestKey {
     /// The RSA public key as DER bytes (what an HS256-confusion attacker would use as secret).
     pub fn public_der(&self) -> Vec<u8> {
         match &self.signer {
-            Signer::Rsa(kp) => kp.public_key().as_ref().to_vec(),
-            Signer::Es256(kp) => kp.public_key().as_ref().to_vec(),
+            Signer::Rsa(kp) | Signer::RsaPss(kp) => kp.public_key().as_ref().to_vec(),
+            Signer::Es256(kp) | Signer::Es384(kp) => kp.public_key().as_ref().to_vec(),
             Signer::Ed(kp) => kp.public_key().as_ref().to_vec(),
         }
     }
@@ -117,7 +147,13 @@ impl TestKey {
                     .expect("RSA sign");
                 sig
             }
-            Signer::Es256(kp) => kp
+            Signer::RsaPss(kp) => {
+                let mut sig = vec![0; kp.public_modulus_len()];
+                kp.sign(&RSA_PSS_SHA256, &SystemRandom::new(), msg, &mut sig)
+                    .expect("RSA-PSS sign");
+                sig
+            }
+            Signer::Es256(kp) | Signer::Es384(kp) => kp
                 .sign(&SystemRandom::new(), msg)
                 .expect("EC sign")
                 .as_ref()

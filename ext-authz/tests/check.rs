@@ -582,3 +582,31 @@ async fn cached_token_stops_passing_when_its_key_is_withdrawn() {
         .unwrap_err()
         .assert_invalid_token("unknown_kid");
 }
+
+#[tokio::test]
+async fn refresher_fetches_and_reports_readiness() {
+    let (idp, key, h) = setup().await;
+    assert!(!h.authz.is_ready(), "nothing fetched yet");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(h.authz.clone().run_refresher(
+        Duration::from_millis(10),
+        move |ready| {
+            let _ = tx.send(ready);
+        },
+    ));
+    // The first tick is immediate: one fetch, then ready.
+    let ready = tokio::time::timeout(BOUND, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    task.abort();
+    assert!(ready);
+    assert_eq!(idp.jwks_hits(), 1);
+    let t = key.token(&claims(&idp.issuer, &h.clock, &["orders:read"]));
+    h.check_token("orders", &t).await.unwrap();
+    assert_eq!(
+        idp.jwks_hits(),
+        1,
+        "no fetch on the request path once keys are loaded"
+    );
+}

@@ -19,11 +19,22 @@ use crate::validate::{self, Reason};
 
 /// What the engine needs from one Check: the route, the `Authorization` header and the
 /// request id, already taken out of the transport's request.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy, Default)]
 pub struct CheckInput<'a> {
     pub route: Option<&'a str>,
     pub authorization: Option<&'a str>,
     pub request_id: Option<&'a str>,
+}
+
+/// Never prints the credential: a stray `?input` in a log line must not leak a token.
+impl std::fmt::Debug for CheckInput<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckInput")
+            .field("route", &self.route)
+            .field("authorization", &self.authorization.map(|_| "<redacted>"))
+            .field("request_id", &self.request_id)
+            .finish()
+    }
 }
 
 /// Construction options; the defaults are the production ones.
@@ -405,6 +416,18 @@ fn forward_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_never_contains_the_token() {
+        let input = CheckInput {
+            route: Some("r"),
+            authorization: Some("Bearer secret.token.here"),
+            request_id: None,
+        };
+        let text = format!("{input:?}");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("<redacted>"));
+    }
 
     #[test]
     fn bearer_parsing() {

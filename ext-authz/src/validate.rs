@@ -116,7 +116,6 @@ impl std::fmt::Display for Reason {
 }
 
 /// A token whose header passed every check; nothing in its payload is trusted yet.
-#[derive(Debug)]
 pub struct Parsed<'a> {
     pub alg: Algorithm,
     pub kid: Option<String>,
@@ -124,6 +123,16 @@ pub struct Parsed<'a> {
     signing_input: &'a str,
     payload_b64: &'a str,
     signature_b64: &'a str,
+}
+
+/// Only the header facts: the token's parts stay out of any log line.
+impl std::fmt::Debug for Parsed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parsed")
+            .field("alg", &self.alg)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Size bound, JWS compact structure, header checks and the provider's algorithm allow-list.

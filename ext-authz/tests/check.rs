@@ -610,3 +610,45 @@ async fn refresher_fetches_and_reports_readiness() {
         "no fetch on the request path once keys are loaded"
     );
 }
+
+#[tokio::test]
+async fn discovery_must_name_the_configured_issuer() {
+    let key = TestKey::rsa("k");
+    let idp = Idp::start(&[&key]).await;
+    // Same discovery URL, but the document's issuer has no trailing slash: not the same issuer.
+    let configured = format!("{}/", idp.issuer);
+    let h = harness(&policy(&configured));
+    assert!(!h.authz.refresh_due().await);
+    assert_eq!(
+        idp.jwks_hits(),
+        0,
+        "keys of a mismatching issuer are never fetched"
+    );
+    assert!(metric(&h.metrics, "vrata_authz_jwks_fetch_errors_total") >= 1.0);
+    h.check_token(
+        "orders",
+        &key.token(&claims(&configured, &h.clock, &["orders:read"])),
+    )
+    .await
+    .unwrap_err()
+    .assert(503, "auth_unavailable", "provider_unavailable");
+}
+
+#[tokio::test]
+async fn jwks_url_skips_discovery() {
+    let key = TestKey::es256("k");
+    let idp = Idp::start(&[&key]).await;
+    // The issuer's host does not serve discovery at all; the explicit JWKS URL is used.
+    let issuer = "https://sso.invalid/realms/elsewhere";
+    let mut spec = policy(issuer);
+    spec.providers[0].jwks_url = Some(format!("{}/protocol/openid-connect/certs", idp.issuer));
+    let h = harness(&spec);
+    assert!(h.authz.refresh_due().await);
+    h.check_token(
+        "orders",
+        &key.token(&claims(issuer, &h.clock, &["orders:read"])),
+    )
+    .await
+    .unwrap();
+    assert_eq!(idp.jwks_hits(), 1);
+}

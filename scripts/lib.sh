@@ -42,3 +42,18 @@ ensure_apt() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# The OpenID Connect provider the auth tests run (tests/oidc): its pinned npm packages,
+# installed from package-lock.json when missing or older than the lock file.
+ensure_oidc_provider() {
+  local dir="$ROOT/tests/oidc"
+  # oidc-provider 9 and its jose 6 need Node.js 20 or later (Debian 12's own nodejs is 18).
+  if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)'; then
+    log "Node.js $(node --version) is too old for tests/oidc: install Node.js 20 or later"
+    return 1
+  fi
+  if [ ! -d "$dir/node_modules/oidc-provider" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    log "installing the test OIDC provider (npm ci in tests/oidc)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod envoy;
+pub mod oidc;
 pub mod paths;
 pub mod pki;
 pub mod ports;

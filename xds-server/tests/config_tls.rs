@@ -139,3 +139,39 @@ fn an_expired_certificate_is_a_warning_and_keys_stay_secret() {
     assert!(stdout.contains(":4:33: warning: "), "{stdout}");
     assert!(!stdout.contains("PRIVATE KEY"));
 }
+
+#[test]
+fn an_upstream_without_ca_trusts_the_system_bundle_and_checks_the_dns_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(
+        d,
+        "gw.yaml",
+        r#"upstreams:
+  payments:
+    dns: "payments.example.com:443"
+    tls: {}
+"#,
+    );
+    let loaded = config::load_with_env(&d.join("gw.yaml"), &no_env).expect("loads");
+    let tls = loaded
+        .gateway
+        .upstreams
+        .values()
+        .next()
+        .and_then(|u| u.tls.clone())
+        .expect("tls");
+    assert_eq!(tls.sni, "payments.example.com");
+    assert_eq!(tls.ca.secret.0, "ca.system");
+    assert!(
+        tls.ca.pem.matches("BEGIN CERTIFICATE").count() > 10,
+        "a real bundle"
+    );
+    let resources = vrata_xds::translate::translate(&loaded.gateway);
+    let rendered = vrata_xds::translate::render_yaml(&resources).expect("renders");
+    assert!(rendered.contains("sni: payments.example.com"), "{rendered}");
+    assert!(
+        rendered.contains("exact: payments.example.com"),
+        "SAN check: {rendered}"
+    );
+}

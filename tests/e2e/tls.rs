@@ -108,6 +108,24 @@ async fn curl(
     Ok((version.to_owned(), status.parse()?, body.to_owned()))
 }
 
+/// A gateway whose `public` listener has `tls` (a YAML flow mapping) and sends everything to
+/// `up`.
+fn tls_gateway(tls: &str, up: &Upstream) -> String {
+    format!(
+        r#"listeners:
+  - name: public
+    address: "127.0.0.1:{{port}}"
+    tls: {tls}
+upstreams:
+  svc: {{endpoints: ["{up}"]}}
+routes:
+  - name: all
+    upstream: svc
+"#,
+        up = up.endpoint(),
+    )
+}
+
 struct Certs {
     dir: tempfile::TempDir,
     ca: Ca,
@@ -245,19 +263,10 @@ async fn a_renewed_certificate_reaches_new_connections_and_open_ones_keep_workin
     let certs = Certs::new()?;
     let first = certs.server("api", &["api.test"])?;
     let up = Upstream::start("svc").await?;
-    let yaml = format!(
-        r#"listeners:
-  - name: public
-    address: "127.0.0.1:{{port}}"
-    tls: {{certificates: [{{cert: "{api}.pem", key: "{api}.key"}}]}}
-upstreams:
-  svc: {{endpoints: ["{up}"]}}
-routes:
-  - name: all
-    upstream: svc
-"#,
-        api = certs.path("api"),
-        up = up.endpoint(),
+    let api = certs.path("api");
+    let yaml = tls_gateway(
+        &format!(r#"{{certificates: [{{cert: "{api}.pem", key: "{api}.key"}}]}}"#),
+        &up,
     );
     let s = Stack::start(&yaml).await?;
     let port = s.listen_port;
@@ -368,22 +377,13 @@ async fn mtls_requires_a_client_certificate_and_forwards_its_subject_unspoofably
         .client("rogue")?
         .write(certs.dir.path(), "rogue")?;
     let up = Upstream::start("svc").await?;
-    let yaml = format!(
-        r#"listeners:
-  - name: public
-    address: "127.0.0.1:{{port}}"
-    tls:
-      certificates: [{{cert: "{api}.pem", key: "{api}.key"}}]
-      client_auth: {{ca: "{clients}"}}
-upstreams:
-  svc: {{endpoints: ["{up}"]}}
-routes:
-  - name: all
-    upstream: svc
-"#,
-        api = certs.path("api"),
-        clients = clients_file.display(),
-        up = up.endpoint(),
+    let api = certs.path("api");
+    let yaml = tls_gateway(
+        &format!(
+            r#"{{certificates: [{{cert: "{api}.pem", key: "{api}.key"}}], client_auth: {{ca: "{}"}}}}"#,
+            clients_file.display()
+        ),
+        &up,
     );
     let s = Stack::start(&yaml).await?;
     let port = s.listen_port;

@@ -45,11 +45,7 @@ impl Upstream {
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind {addr}: {e}"))?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            name: name.to_owned(),
-            ..Default::default()
-        });
-        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let (shared, app) = echo_app(name);
         let task = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("upstream server error: {e}");
@@ -77,11 +73,7 @@ impl Upstream {
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            name: name.to_owned(),
-            ..Default::default()
-        });
-        let app = Router::new().fallback(handle).with_state(shared.clone());
+        let (shared, app) = echo_app(name);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -144,6 +136,16 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The echo service named `name` and its shared state.
+fn echo_app(name: &str) -> (Arc<Shared>, Router) {
+    let shared = Arc::new(Shared {
+        name: name.to_owned(),
+        ..Default::default()
+    });
+    let app = Router::new().fallback(handle).with_state(shared.clone());
+    (shared, app)
 }
 
 async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {

@@ -154,7 +154,7 @@ impl ControlPlane {
             }
         };
         for w in &loaded.warnings {
-            tracing::warn!(warning = %format!("{}:{}:{}: {}", w.file.display(), w.line, w.col, w.message), "config warning");
+            tracing::warn!(warning = %w.warning(), "config warning");
         }
         let t1 = Instant::now();
         let resources = translate::translate(&loaded.gateway);

@@ -106,13 +106,7 @@ fn check(path: &std::path::Path) -> i32 {
         Ok(loaded) => {
             // Warnings (an expired certificate) do not make the config invalid.
             for w in &loaded.warnings {
-                println!(
-                    "{}:{}:{}: warning: {}",
-                    w.file.display(),
-                    w.line,
-                    w.col,
-                    w.message
-                );
+                println!("{}", w.warning());
             }
             println!(
                 "{}: ok ({} listeners, {} upstreams, {} routes)",
@@ -137,13 +131,7 @@ fn render(path: &std::path::Path, node: Option<&str>) -> i32 {
     match config::load(path) {
         Ok(loaded) => {
             for w in &loaded.warnings {
-                eprintln!(
-                    "{}:{}:{}: warning: {}",
-                    w.file.display(),
-                    w.line,
-                    w.col,
-                    w.message
-                );
+                eprintln!("{}", w.warning());
             }
             let resources = translate::translate(&loaded.gateway);
             match translate::render_yaml(&resources) {

@@ -33,6 +33,20 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+impl Diagnostic {
+    /// `FILE:LINE:COL: warning: message`: how a warning (a problem that does not stop the config
+    /// from serving) is printed and logged.
+    pub fn warning(&self) -> String {
+        format!(
+            "{}:{}:{}: warning: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
 /// Index of a file in the [`Sink`]'s file table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct FileId(pub(crate) u32);

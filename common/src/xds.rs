@@ -302,11 +302,14 @@ impl XdsClient {
         // Requests: the subscriptions now, then one ACK/NACK per response. Never more in
         // flight than types, so a small buffer cannot block.
         let (tx, rx) = mpsc::channel(self.handlers.len().max(1) * 2);
-        for (type_url, handler) in &self.handlers {
-            // The last accepted version tells the server what this client already holds.
-            let _ = tx
-                .send(self.request(type_url, handler.accepted_version()))
-                .await;
+        // The last accepted version tells the server what this client already holds.
+        let subscriptions: Vec<DiscoveryRequest> = self
+            .handlers
+            .iter()
+            .map(|(type_url, handler)| self.request(type_url, handler.accepted_version()))
+            .collect();
+        for request in subscriptions {
+            tx.send(request).await.map_err(|_| StreamError::Closed)?;
         }
         let mut responses = client
             .stream_aggregated_resources(ReceiverStream::new(rx))

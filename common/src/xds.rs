@@ -5,10 +5,12 @@
 //! [`tokio::sync::watch`] of the last config it accepted:
 //!
 //! ```ignore
-//! let mut client = XdsClient::new(XdsClientConfig::new("http://127.0.0.1:18000", node));
-//! let limits = client.subscribe::<RateLimitConfig, _, _>(|resources| to_limits(resources));
+//! let config = XdsClientConfig::new("http://127.0.0.1:18000", "ratelimit-1", "vrata-ratelimit", "vrata-ratelimit");
+//! let mut client = XdsClient::new(config);
+//! // `convert` validates a whole version; its error becomes the NACK's message.
+//! let mut configs = client.subscribe::<RateLimitConfig, _, _>(ServiceConfig::from_resources);
 //! tokio::spawn(client.run(shutdown));
-//! // limits.changed().await; limits.borrow().clone() -> Option<Arc<Accepted<Limits>>>
+//! configs.changed().await?; // then configs.borrow(): Option<Arc<Accepted<ServiceConfig>>>
 //! ```
 //!
 //! Each response is one complete version of its type. The service's `convert` turns the decoded

@@ -250,6 +250,64 @@ mod tests {
     }
 
     #[test]
+    fn ratelimit_filter_and_cluster_only_when_a_route_is_limited() {
+        let without = translate(&gateway());
+        assert!(!without.clusters.iter().any(|c| c.name == RATELIMIT_CLUSTER));
+        assert!(without.rate_limit_config.routes.is_empty());
+
+        let mut gw = gateway();
+        gw.routes[1].cors = Some(crate::model::Cors {
+            allow_origins: vec!["*".into()],
+            allow_methods: Vec::new(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        });
+        gw.routes[1].rate_limit = vec![crate::model::RateLimit {
+            name: "per-client".into(),
+            limit: 5,
+            per: std::time::Duration::from_secs(60),
+            key: crate::model::LimitKey::Ip,
+        }];
+        let with = translate(&gw);
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &with.listeners[0].filter_chains[0].filters[0].config_type
+        else {
+            panic!("typed config expected");
+        };
+        let hcm: envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager =
+            prost::Message::decode(any.value.as_slice()).expect("an HCM");
+        let names: Vec<String> = hcm.http_filters.into_iter().map(|f| f.name).collect();
+        // After CORS (preflights spend no quota), before the router.
+        assert_eq!(names, [CORS_FILTER, RATELIMIT_FILTER, ROUTER_FILTER]);
+        assert!(with.clusters.iter().any(|c| c.name == RATELIMIT_CLUSTER));
+        assert!(
+            with.endpoints
+                .iter()
+                .any(|e| e.cluster_name == RATELIMIT_CLUSTER)
+        );
+        assert_eq!(with.rate_limit_config.routes.len(), 1);
+        assert_eq!(with.rate_limit_config.routes[0].route, "a");
+        // Every Envoy route made from the limited route carries its descriptor actions.
+        let limited: Vec<_> = with.route_configs[0]
+            .virtual_hosts
+            .iter()
+            .flat_map(|vh| &vh.routes)
+            .filter(|r| r.name == "a")
+            .collect();
+        assert!(!limited.is_empty());
+        for r in limited {
+            let Some(envoy_route::Action::Route(action)) = &r.action else {
+                panic!("a route action");
+            };
+            assert_eq!(action.rate_limits.len(), 1);
+            assert_eq!(action.rate_limits[0].actions.len(), 3);
+        }
+    }
+
+    #[test]
     fn translation_is_deterministic() {
         let gw = gateway();
         assert_eq!(translate(&gw), translate(&gw.clone()));

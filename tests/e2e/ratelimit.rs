@@ -318,3 +318,45 @@ async fn the_service_node_shows_on_admin_status_with_its_acked_version() -> anyh
     assert!(envoy["types"].get("RLC").is_none());
     Ok(())
 }
+
+#[test]
+fn the_binary_has_help_version_and_exits_64_on_bad_flags() -> anyhow::Result<()> {
+    use std::process::Command;
+    use vrata_e2e::xds::binary;
+    let v = Command::new(binary("ratelimit-service"))
+        .arg("--version")
+        .output()?;
+    assert_eq!(v.status.code(), Some(0));
+    assert!(String::from_utf8(v.stdout)?.starts_with("ratelimit-service "));
+    let h = Command::new(binary("ratelimit-service"))
+        .arg("--help")
+        .output()?;
+    assert_eq!(h.status.code(), Some(0));
+    let help = String::from_utf8(h.stdout)?;
+    for word in ["--xds", "--listen", "--redis", "--admin", "--log-format"] {
+        assert!(help.contains(word), "--help lacks {word}");
+    }
+    for bad in [
+        &["--listen", "127.0.0.1:1"][..],
+        &["--xds", "127.0.0.1:18000"],
+        &["--xds", "http://127.0.0.1:1", "--redis", "rediss://r:6379"],
+        &["--xds", "http://127.0.0.1:1", "--redis", "not a url"],
+        &["--xds", "http://127.0.0.1:1", "--bogus"],
+    ] {
+        let out = Command::new(binary("ratelimit-service"))
+            .args(bad)
+            .output()?;
+        assert_eq!(out.status.code(), Some(64), "{bad:?}: {out:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_0() -> anyhow::Result<()> {
+    let up = Upstream::start("app").await?;
+    let mut gw = Gateway::start(&up, &route("r", 5, "1s", "route"), "", &[]).await?;
+    assert_eq!(gw.count_passed("/r", 1, &[]).await?, 1);
+    let status = gw.rl.proc.terminate(Duration::from_secs(10)).await?;
+    assert_eq!(status.code(), Some(0), "{}", gw.rl.proc.logs());
+    Ok(())
+}

@@ -20,6 +20,8 @@ pub struct Gateway {
     /// In file order (files of a directory in name order): the order is match precedence.
     pub routes: Vec<Route>,
     pub services: Services,
+    /// Settings of ratelimit-service (served to it over ADS, not to Envoy).
+    pub rate_limits: RateLimits,
 }
 
 /// A resource name from the config (listener, upstream, route). Non-empty, `[A-Za-z0-9_.-]`,
@@ -325,6 +327,9 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retries: Option<Retries>,
     pub cors: Option<Cors>,
+    /// Limits a request must all pass (ratelimit-service decides); empty: not rate limited.
+    /// Only on routes to an upstream. Names are unique within the route.
+    pub rate_limit: Vec<RateLimit>,
 }
 
 impl Route {
@@ -346,6 +351,7 @@ impl Route {
             timeout: None,
             retries: None,
             cors: None,
+            rate_limit: Vec::new(),
         }
     }
 }
@@ -485,6 +491,52 @@ pub struct Cors {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rate limits
+
+/// One entry of a route's `rate_limit`: at most `limit` requests in any window of `per`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// 1-64 characters of `A-Za-z0-9._-` (it is shown to clients in `RateLimit-Policy`).
+    pub name: String,
+    /// 1 to 2^53 (ratelimit-service's Redis script counts in doubles).
+    pub limit: u64,
+    /// Whole seconds, at least 1.
+    pub per: Duration,
+    pub key: LimitKey,
+}
+
+/// What a limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// All requests of the route together.
+    Route,
+    /// The trusted client address.
+    Ip,
+    /// A request header's value.
+    Header(HeaderName),
+    /// A string claim from ext-authz's `vrata.authz` metadata: the dotted path's segments.
+    Claim(Vec<String>),
+}
+
+/// `rate_limits`: ratelimit-service's own settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RateLimits {
+    /// Redis URLs: none = in-memory counters, one = standalone, several = Cluster seeds.
+    pub redis: Vec<String>,
+    pub on_error: OnError,
+}
+
+/// `rate_limits.store.on_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Keep enforcing with per-instance counters (limits stay limits).
+    #[default]
+    Local,
+    Allow,
+    Deny,
+}
+
+// ---------------------------------------------------------------------------------------------
 // vrata's own services
 
 /// Where Envoy reaches vrata's gRPC services. Used by later features (ext_authz, ratelimit);
@@ -514,6 +566,7 @@ pub mod defaults {
     /// ext-authz's default listen address (SPEC §1).
     pub const EXT_AUTHZ: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18001);
     /// ratelimit-service's default listen address (SPEC §1).
+    /// (The Envoy cluster reaching it is named [`crate::translate::RATELIMIT_CLUSTER`].)
     pub const RATELIMIT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18002);
     /// A decision service on loopback answers in well under a millisecond; 250 ms bounds the
     /// damage of a stuck one without failing healthy slow starts.

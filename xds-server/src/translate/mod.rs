@@ -15,6 +15,7 @@ mod cluster;
 mod listener;
 mod local_reply;
 mod pb;
+mod rate_limit;
 mod render;
 mod route;
 mod tls;
@@ -28,11 +29,15 @@ use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route as envoy_route, route_action,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use vrata_proto::vrata::config::v1::RateLimitConfig;
 
 pub use access_log::FIELDS as ACCESS_LOG_FIELDS;
 pub use cluster::HTTP_PROTOCOL_OPTIONS;
 pub use listener::{CORS_FILTER, HTTP_CONNECTION_MANAGER, ROUTER_FILTER};
 pub use local_reply::{METHOD_NOT_ALLOWED, PROBLEM_JSON, PROBLEMS, Problem};
+pub use rate_limit::{
+    AUTHZ_METADATA_NAMESPACE, RATELIMIT_CLUSTER, RATELIMIT_DOMAIN, RATELIMIT_FILTER,
+};
 pub use render::{RenderError, render_yaml, static_bootstrap, to_yaml};
 pub use route::{ANY_HOST, IDEMPOTENT_METHODS};
 pub use tls::TLS_TRANSPORT_SOCKET;
@@ -49,6 +54,10 @@ pub struct Resources {
     pub secrets: Vec<Secret>,
     pub listeners: Vec<Listener>,
     pub route_configs: Vec<RouteConfiguration>,
+    /// ratelimit-service's config (one resource, named [`RATELIMIT_DOMAIN`]); never sent to
+    /// Envoy. Always present, empty when no route is limited, so a service always gets a first
+    /// config and can report ready.
+    pub rate_limit_config: RateLimitConfig,
 }
 
 impl Resources {
@@ -79,12 +88,21 @@ pub fn translate(gw: &Gateway) -> Resources {
         .values()
         .filter_map(cluster::load_assignment)
         .collect();
-    // The CORS filter costs a little on every request: only when some route uses it.
-    let with_cors = gw.routes.iter().any(|r| r.cors.is_some());
+    let filters = listener::HttpFilters {
+        // The CORS filter costs a little on every request: only when some route uses it.
+        cors: gw.routes.iter().any(|r| r.cors.is_some()),
+        // Likewise the ratelimit filter and the cluster to ratelimit-service.
+        rate_limit: rate_limit::in_use(gw).then_some(&gw.services),
+    };
+    if let Some(services) = filters.rate_limit {
+        let (cluster, cla) = rate_limit::cluster(services);
+        clusters.push(cluster);
+        endpoints.push(cla);
+    }
     let mut listeners: Vec<Listener> = gw
         .listeners
         .iter()
-        .map(|l| listener::listener(l, with_cors))
+        .map(|l| listener::listener(l, &filters))
         .collect();
     let mut route_configs: Vec<RouteConfiguration> = gw
         .listeners
@@ -104,6 +122,7 @@ pub fn translate(gw: &Gateway) -> Resources {
         secrets,
         listeners,
         route_configs,
+        rate_limit_config: rate_limit::service_config(gw),
     }
 }
 
@@ -169,6 +188,7 @@ mod tests {
                 ext_authz_failure: FailureMode::Deny,
                 ratelimit_failure: FailureMode::Allow,
             },
+            rate_limits: Default::default(),
         }
     }
 
@@ -212,11 +232,7 @@ mod tests {
             max_age: None,
         });
         let with = translate(&gw);
-        let filter_count = |r: &Resources| {
-            let hcm = listener::http_connection_manager(&gw.listeners[0], false);
-            let _ = hcm;
-            r.listeners[0].filter_chains[0].filters.len()
-        };
+        let filter_count = |r: &Resources| r.listeners[0].filter_chains[0].filters.len();
         assert_eq!(filter_count(&without), 1);
         let hcm_of = |r: &Resources| -> Vec<String> {
             let Some(
@@ -231,6 +247,64 @@ mod tests {
         };
         assert_eq!(hcm_of(&without), [ROUTER_FILTER]);
         assert_eq!(hcm_of(&with), [CORS_FILTER, ROUTER_FILTER]);
+    }
+
+    #[test]
+    fn ratelimit_filter_and_cluster_only_when_a_route_is_limited() {
+        let without = translate(&gateway());
+        assert!(!without.clusters.iter().any(|c| c.name == RATELIMIT_CLUSTER));
+        assert!(without.rate_limit_config.routes.is_empty());
+
+        let mut gw = gateway();
+        gw.routes[1].cors = Some(crate::model::Cors {
+            allow_origins: vec!["*".into()],
+            allow_methods: Vec::new(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        });
+        gw.routes[1].rate_limit = vec![crate::model::RateLimit {
+            name: "per-client".into(),
+            limit: 5,
+            per: std::time::Duration::from_secs(60),
+            key: crate::model::LimitKey::Ip,
+        }];
+        let with = translate(&gw);
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &with.listeners[0].filter_chains[0].filters[0].config_type
+        else {
+            panic!("typed config expected");
+        };
+        let hcm: envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager =
+            prost::Message::decode(any.value.as_slice()).expect("an HCM");
+        let names: Vec<String> = hcm.http_filters.into_iter().map(|f| f.name).collect();
+        // After CORS (preflights spend no quota), before the router.
+        assert_eq!(names, [CORS_FILTER, RATELIMIT_FILTER, ROUTER_FILTER]);
+        assert!(with.clusters.iter().any(|c| c.name == RATELIMIT_CLUSTER));
+        assert!(
+            with.endpoints
+                .iter()
+                .any(|e| e.cluster_name == RATELIMIT_CLUSTER)
+        );
+        assert_eq!(with.rate_limit_config.routes.len(), 1);
+        assert_eq!(with.rate_limit_config.routes[0].route, "a");
+        // Every Envoy route made from the limited route carries its descriptor actions.
+        let limited: Vec<_> = with.route_configs[0]
+            .virtual_hosts
+            .iter()
+            .flat_map(|vh| &vh.routes)
+            .filter(|r| r.name == "a")
+            .collect();
+        assert!(!limited.is_empty());
+        for r in limited {
+            let Some(envoy_route::Action::Route(action)) = &r.action else {
+                panic!("a route action");
+            };
+            assert_eq!(action.rate_limits.len(), 1);
+            assert_eq!(action.rate_limits[0].actions.len(), 3);
+        }
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub(crate) fn convert(
     let response_headers = header_rules(cx, &r.response_headers);
     let retries = optional(&r.retries, |x| retries(cx, x));
     let cors = optional(&r.cors, |c| cors(cx, c));
+    let rate_limit = match &r.rate_limit {
+        None => Some(Vec::new()),
+        Some(list) => list
+            .get()
+            .and_then(|items| super::rate_limits::route_limits(cx, items)),
+    };
     let proxy_settings_ok = proxy_only(cx, r);
     if !proxy_settings_ok {
         return None;
@@ -61,6 +67,7 @@ pub(crate) fn convert(
         timeout: r.timeout.as_ref().and_then(Spanned::get).map(|d| d.0),
         retries: retries?,
         cors: cors?,
+        rate_limit: rate_limit?,
     };
     unique.then_some(route)
 }
@@ -77,6 +84,8 @@ fn proxy_only(cx: &Cx<'_>, r: &RouteDto) -> bool {
         ("cors", r.cors.as_ref().map(|f| f.pos())),
         ("retries", r.retries.as_ref().map(|f| f.pos())),
         ("timeout", r.timeout.as_ref().map(|f| f.pos())),
+        // Envoy's ratelimit filter only acts on routes with a route action.
+        ("rate_limit", r.rate_limit.as_ref().map(|f| f.pos())),
     ];
     let mut ok = true;
     for (key, pos) in fields {

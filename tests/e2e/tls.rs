@@ -572,17 +572,15 @@ routes:
         api = certs.path("api"),
     );
     let s = Stack::start(&yaml).await?;
-    let channel = tonic::transport::Endpoint::from_shared(format!(
-        "https://127.0.0.1:{}",
-        s.listen_port
-    ))?
-    .tls_config(
-        tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(&certs.ca.pem))
-            .domain_name("api.test"),
-    )?
-    .connect()
-    .await?;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{}", s.listen_port))?
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(&certs.ca.pem))
+                    .domain_name("api.test"),
+            )?
+            .connect()
+            .await?;
     let mut client = HealthClient::new(channel);
 
     // Unary, OK and an error status (carried in the trailers).

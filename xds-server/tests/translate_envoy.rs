@@ -399,6 +399,7 @@ fn errors_gateway(listen: u16, echo: u16) -> Gateway {
             route("echo", "/echo", "echo"),
         ],
         services: services(),
+        auth_providers: Default::default(),
     }
 }
 
@@ -559,6 +560,7 @@ fn forwarding_gateway(
             route("echo", "/", "echo"),
         ],
         services: services(),
+        auth_providers: Default::default(),
     }
 }
 
@@ -774,6 +776,7 @@ fn health_checks_run_at_the_configured_interval_from_the_start() {
         upstreams: [(checked.name.clone(), checked)].into_iter().collect(),
         routes: vec![route("checked", "/", "checked")],
         services: services(),
+        auth_providers: Default::default(),
     };
     let envoy = Envoy::start(&gateway);
     let failed = |clusters: &str| {

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
 
-use super::{access_log, cluster::CONNECTION_BUFFER_LIMIT, local_reply, pb, tls};
+use super::{access_log, authz, cluster::CONNECTION_BUFFER_LIMIT, local_reply, pb, tls};
 use crate::model;
 
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
@@ -33,8 +33,25 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 const H2_INITIAL_STREAM_WINDOW: u32 = 64 * 1024;
 const H2_INITIAL_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
-pub(super) fn listener(listener: &model::Listener, with_cors: bool) -> Listener {
-    let hcm = http_connection_manager(listener, with_cors);
+/// The optional HTTP filters, each present only when some route uses it (every filter costs
+/// a little on every request).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct HttpFilters<'a> {
+    pub cors: bool,
+    /// ext_authz, calling the service at these settings.
+    pub ext_authz: Option<&'a model::Services>,
+}
+
+#[cfg(test)]
+impl HttpFilters<'_> {
+    pub const NONE: HttpFilters<'static> = HttpFilters {
+        cors: false,
+        ext_authz: None,
+    };
+}
+
+pub(super) fn listener(listener: &model::Listener, filters: &HttpFilters<'_>) -> Listener {
+    let hcm = http_connection_manager(listener, filters);
     Listener {
         name: listener.name.as_str().to_owned(),
         address: Some(pb::ip_address(listener.address)),
@@ -59,7 +76,7 @@ pub(super) fn listener(listener: &model::Listener, with_cors: bool) -> Listener 
 /// clients.
 pub(super) fn http_connection_manager(
     listener: &model::Listener,
-    with_cors: bool,
+    filters: &HttpFilters<'_>,
 ) -> HttpConnectionManager {
     let name = listener.name.as_str();
     let verifies_clients = listener
@@ -67,9 +84,17 @@ pub(super) fn http_connection_manager(
         .as_ref()
         .is_some_and(|t| t.client_auth.is_some());
     let mut http_filters = Vec::new();
-    if with_cors {
-        // Does nothing on a route without a CorsPolicy (typed_per_filter_config).
+    if filters.cors {
+        // Does nothing on a route without a CorsPolicy (typed_per_filter_config). Before
+        // ext_authz: preflights carry no token and are answered here (see `authz`).
         http_filters.push(http_filter(CORS_FILTER, Cors {}));
+    }
+    if let Some(services) = filters.ext_authz {
+        // Off unless a route turns it on (see `authz`).
+        http_filters.push(http_filter(
+            authz::EXT_AUTHZ_FILTER,
+            authz::filter(services),
+        ));
     }
     // Router last (Envoy requires it).
     http_filters.push(http_filter(
@@ -99,7 +124,7 @@ pub(super) fn http_connection_manager(
         } else {
             Vec::new()
         },
-        local_reply_config: Some(local_reply::config()),
+        local_reply_config: Some(local_reply::config(filters.ext_authz.is_some())),
 
         // Request ids: generated when absent, a client's kept (it ties client and gateway logs
         // together), and always echoed so clients can report it.
@@ -214,7 +239,7 @@ mod tests {
 
     #[test]
     fn names_and_rds() {
-        let l = listener(&model_listener(), false);
+        let l = listener(&model_listener(), &HttpFilters::NONE);
         assert_eq!(l.name, "public");
         assert_eq!(l.address, Some(pb::socket_address("0.0.0.0", 8080)));
         assert_eq!(l.filter_chains[0].filters[0].name, HTTP_CONNECTION_MANAGER);
@@ -231,7 +256,7 @@ mod tests {
 
     #[test]
     fn lean_filter_chain() {
-        let hcm = hcm_of(&listener(&model_listener(), false));
+        let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::NONE));
         assert_eq!(hcm.http_filters.len(), 1, "router only without CORS");
         let router = router_of(&hcm);
         assert!(router.suppress_envoy_headers);
@@ -239,7 +264,13 @@ mod tests {
         assert!(hcm.tracing.is_none());
         assert!(hcm.access_log.is_empty());
 
-        let hcm = hcm_of(&listener(&model_listener(), true));
+        let hcm = hcm_of(&listener(
+            &model_listener(),
+            &HttpFilters {
+                cors: true,
+                ext_authz: None,
+            },
+        ));
         let names: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, [CORS_FILTER, ROUTER_FILTER]);
     }
@@ -248,7 +279,7 @@ mod tests {
     fn request_id_and_client_address() {
         let mut model = model_listener();
         model.trusted_hops = 2;
-        let hcm = hcm_of(&listener(&model, false));
+        let hcm = hcm_of(&listener(&model, &HttpFilters::NONE));
         assert_eq!(hcm.generate_request_id, Some(pb::bool_value(true)));
         assert!(hcm.preserve_external_request_id);
         assert!(hcm.always_set_request_id_in_response);
@@ -259,7 +290,7 @@ mod tests {
 
     #[test]
     fn hardening() {
-        let hcm = hcm_of(&listener(&model_listener(), false));
+        let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::NONE));
         assert_eq!(hcm.normalize_path, Some(pb::bool_value(true)));
         assert!(hcm.merge_slashes);
         assert_eq!(
@@ -281,14 +312,14 @@ mod tests {
     #[test]
     fn http2_means_auto_codec() {
         let mut model = model_listener();
-        let hcm = hcm_of(&listener(&model, false));
+        let hcm = hcm_of(&listener(&model, &HttpFilters::NONE));
         assert_eq!(
             hcm.codec_type,
             http_connection_manager::CodecType::Http1 as i32
         );
         assert!(hcm.http2_protocol_options.is_none());
         model.http2 = true;
-        let hcm = hcm_of(&listener(&model, false));
+        let hcm = hcm_of(&listener(&model, &HttpFilters::NONE));
         assert_eq!(
             hcm.codec_type,
             http_connection_manager::CodecType::Auto as i32
@@ -300,14 +331,14 @@ mod tests {
     fn access_log_only_when_asked() {
         let mut model = model_listener();
         model.access_log = true;
-        let hcm = hcm_of(&listener(&model, false));
+        let hcm = hcm_of(&listener(&model, &HttpFilters::NONE));
         assert_eq!(hcm.access_log.len(), 1);
         assert_eq!(hcm.access_log[0].name, access_log::STDOUT_LOGGER);
     }
 
     #[test]
     fn problem_json_local_replies() {
-        let hcm = hcm_of(&listener(&model_listener(), false));
-        assert_eq!(hcm.local_reply_config, Some(local_reply::config()));
+        let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::NONE));
+        assert_eq!(hcm.local_reply_config, Some(local_reply::config(false)));
     }
 }

@@ -11,6 +11,7 @@
 //! public contracts (problem+json bodies, JSON log lines); `render` prints resources.
 
 mod access_log;
+mod authz;
 mod cluster;
 mod listener;
 mod local_reply;
@@ -30,6 +31,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 pub use access_log::FIELDS as ACCESS_LOG_FIELDS;
+pub use authz::{CHECKED_HEADERS, EXT_AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, ROUTE_CONTEXT_KEY};
 pub use cluster::HTTP_PROTOCOL_OPTIONS;
 pub use listener::{CORS_FILTER, HTTP_CONNECTION_MANAGER, ROUTER_FILTER};
 pub use local_reply::{METHOD_NOT_ALLOWED, PROBLEM_JSON, PROBLEMS, Problem};
@@ -79,12 +81,19 @@ pub fn translate(gw: &Gateway) -> Resources {
         .values()
         .filter_map(cluster::load_assignment)
         .collect();
-    // The CORS filter costs a little on every request: only when some route uses it.
-    let with_cors = gw.routes.iter().any(|r| r.cors.is_some());
+    let filters = listener::HttpFilters {
+        cors: gw.routes.iter().any(|r| r.cors.is_some()),
+        ext_authz: gw.uses_auth().then_some(&gw.services),
+    };
+    if gw.uses_auth() {
+        let (cluster, cla) = authz::cluster(&gw.services);
+        clusters.push(cluster);
+        endpoints.push(cla);
+    }
     let mut listeners: Vec<Listener> = gw
         .listeners
         .iter()
-        .map(|l| listener::listener(l, with_cors))
+        .map(|l| listener::listener(l, &filters))
         .collect();
     let mut route_configs: Vec<RouteConfiguration> = gw
         .listeners
@@ -169,6 +178,7 @@ mod tests {
                 ext_authz_failure: FailureMode::Deny,
                 ratelimit_failure: FailureMode::Allow,
             },
+            auth_providers: BTreeMap::new(),
         }
     }
 
@@ -212,11 +222,7 @@ mod tests {
             max_age: None,
         });
         let with = translate(&gw);
-        let filter_count = |r: &Resources| {
-            let hcm = listener::http_connection_manager(&gw.listeners[0], false);
-            let _ = hcm;
-            r.listeners[0].filter_chains[0].filters.len()
-        };
+        let filter_count = |r: &Resources| r.listeners[0].filter_chains[0].filters.len();
         assert_eq!(filter_count(&without), 1);
         let hcm_of = |r: &Resources| -> Vec<String> {
             let Some(
@@ -231,6 +237,113 @@ mod tests {
         };
         assert_eq!(hcm_of(&without), [ROUTER_FILTER]);
         assert_eq!(hcm_of(&with), [CORS_FILTER, ROUTER_FILTER]);
+    }
+
+    fn hcm_filters(r: &Resources) -> Vec<String> {
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &r.listeners[0].filter_chains[0].filters[0].config_type
+        else {
+            panic!("typed config expected");
+        };
+        let hcm: envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager =
+            prost::Message::decode(any.value.as_slice()).expect("an HCM");
+        hcm.http_filters.into_iter().map(|f| f.name).collect()
+    }
+
+    fn with_auth() -> Gateway {
+        use crate::model::{ClaimPath, HeaderName, Requirement, RouteAuth};
+        let mut gw = gateway();
+        gw.routes[1].auth = Some(RouteAuth {
+            provider: name("kc"),
+            roles: Requirement::default(),
+            scopes: Requirement::default(),
+            optional: false,
+            forward_claims: vec![(
+                HeaderName::new("x-user-id").expect("header"),
+                ClaimPath::new("sub").expect("path"),
+            )],
+        });
+        gw
+    }
+
+    #[test]
+    fn ext_authz_only_when_a_route_has_auth_and_after_cors() {
+        let without = translate(&gateway());
+        assert!(!hcm_filters(&without).contains(&EXT_AUTHZ_FILTER.to_owned()));
+        assert!(without.clusters.iter().all(|c| c.name != EXT_AUTHZ_CLUSTER));
+
+        let mut gw = with_auth();
+        let r = translate(&gw);
+        assert_eq!(hcm_filters(&r), [EXT_AUTHZ_FILTER, ROUTER_FILTER]);
+        let cluster = r
+            .clusters
+            .iter()
+            .find(|c| c.name == EXT_AUTHZ_CLUSTER)
+            .expect("ext-authz cluster");
+        assert!(
+            cluster
+                .typed_extension_protocol_options
+                .contains_key(HTTP_PROTOCOL_OPTIONS),
+            "gRPC needs HTTP/2"
+        );
+        assert!(
+            r.endpoints
+                .iter()
+                .any(|e| e.cluster_name == EXT_AUTHZ_CLUSTER)
+        );
+        assert!(
+            r.referenced_clusters()
+                .is_subset(&r.clusters.iter().map(|c| c.name.as_str()).collect())
+        );
+
+        // Preflights are answered by CORS before ext_authz could ask for a token.
+        gw.routes[0].cors = Some(crate::model::Cors {
+            allow_origins: vec!["*".into()],
+            allow_methods: Vec::new(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        });
+        assert_eq!(
+            hcm_filters(&translate(&gw)),
+            [CORS_FILTER, EXT_AUTHZ_FILTER, ROUTER_FILTER]
+        );
+    }
+
+    #[test]
+    fn per_route_ext_authz_settings_and_claim_header_stripping() {
+        use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
+            ExtAuthzPerRoute, ext_authz_per_route::Override,
+        };
+        let r = translate(&with_auth());
+        let vh = &r.route_configs[0].virtual_hosts[0];
+        let decode = |any: &envoy_types::pb::google::protobuf::Any| -> Override {
+            let per: ExtAuthzPerRoute =
+                prost::Message::decode(any.value.as_slice()).expect("per-route");
+            per.r#override.expect("override")
+        };
+        // Off by default (Envoy's own routes: 405, ambiguous Host).
+        assert_eq!(
+            decode(&vh.typed_per_filter_config[EXT_AUTHZ_FILTER]),
+            Override::Disabled(true)
+        );
+        let route = |n: &str| vh.routes.iter().find(|r| r.name == n).expect("route");
+        let Override::CheckSettings(settings) =
+            decode(&route("a").typed_per_filter_config[EXT_AUTHZ_FILTER])
+        else {
+            panic!("route a checks");
+        };
+        assert_eq!(settings.context_extensions[ROUTE_CONTEXT_KEY], "a");
+        assert!(route("a").request_headers_to_remove.is_empty());
+        for public in ["b", "c"] {
+            assert_eq!(
+                decode(&route(public).typed_per_filter_config[EXT_AUTHZ_FILTER]),
+                Override::Disabled(true)
+            );
+            assert_eq!(route(public).request_headers_to_remove, ["x-user-id"]);
+        }
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub fn minimal() -> Gateway {
         upstreams: upstreams(vec![upstream("echo", &[("127.0.0.1:9000", 1)])]),
         routes: vec![route("all", "/", "echo")],
         services: services(),
+        auth_providers: Default::default(),
     }
 }
 
@@ -146,6 +147,7 @@ pub fn upstreams_model() -> Gateway {
             route("random", "/random", "random"),
         ],
         services: services(),
+        auth_providers: Default::default(),
     }
 }
 
@@ -285,6 +287,7 @@ pub fn routing() -> Gateway {
             catch_all,
         ],
         services: services(),
+        auth_providers: Default::default(),
     }
 }
 
@@ -317,5 +320,6 @@ pub fn listeners() -> Gateway {
         upstreams: upstreams(vec![upstream("api", &[("127.0.0.1:9000", 1)])]),
         routes: vec![api],
         services: services(),
+        auth_providers: Default::default(),
     }
 }

@@ -1,5 +1,7 @@
-//! Compiles the descriptors of the part of Envoy's API vrata renders into one encoded
-//! `FileDescriptorSet` (`$OUT_DIR/envoy_descriptors.bin`), embedded by `src/lib.rs`.
+//! Compiles the descriptors of the part of Envoy's API vrata renders, plus vrata's own
+//! `.proto` files (`vrata/`), into one encoded `FileDescriptorSet`
+//! (`$OUT_DIR/envoy_descriptors.bin`, embedded by `src/lib.rs`), and generates the Rust types of
+//! vrata's own messages with `prost-build` from their descriptors (`$OUT_DIR/vrata.config.v1.rs`).
 //!
 //! The `.proto` sources are the ones the `envoy-types` crate ships in its package (`proto/`), so
 //! the descriptors always describe exactly the Rust types we build resources with. Where that
@@ -32,12 +34,17 @@ const FILES: &[&str] = &[
     "envoy/extensions/filters/http/router/v3/router.proto",
     "envoy/extensions/filters/http/cors/v3/cors.proto",
     "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
+    "envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto",
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/path/match/uri_template/v3/uri_template_match.proto",
     "envoy/extensions/path/rewrite/uri_template/v3/uri_template_rewrite.proto",
     "envoy/extensions/transport_sockets/tls/v3/tls.proto",
 ];
+
+/// vrata's own files, relative to this crate's root. Their package gets Rust code; every file
+/// of a new package needs its module in `src/lib.rs`.
+const VRATA_FILES: &[&str] = &["vrata/config/v1/ratelimit.proto"];
 
 /// Include roots inside envoy-types' `proto/` directory.
 const INCLUDES: &[&str] = &[
@@ -60,6 +67,10 @@ fn main() {
 fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=VRATA_ENVOY_PROTO_DIR");
+    println!("cargo:rerun-if-changed=vrata");
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?);
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?);
 
     let proto_dir = match env::var_os("VRATA_ENVOY_PROTO_DIR") {
         Some(dir) => PathBuf::from(dir),
@@ -74,22 +85,46 @@ fn run() -> Result<(), String> {
     // A different envoy-types version is a different directory; Cargo.lock records the switch.
     println!("cargo:rerun-if-changed={}", proto_dir.display());
 
-    let includes: Vec<PathBuf> = INCLUDES
+    let mut includes: Vec<PathBuf> = INCLUDES
         .iter()
         .map(|i| proto_dir.join(i))
         .filter(|p| p.is_dir())
         .collect();
+    includes.push(manifest_dir.clone());
     let mut compiler = protox::Compiler::new(&includes).map_err(|e| e.to_string())?;
     compiler.include_imports(true).include_source_info(false);
     compiler
         .open_files(FILES)
         .map_err(|e| format!("compiling Envoy's protos from {}: {e}", proto_dir.display()))?;
+    compiler
+        .open_files(VRATA_FILES)
+        .map_err(|e| format!("compiling vrata's protos: {e}"))?;
     let encoded = compiler.encode_file_descriptor_set();
 
-    let out = PathBuf::from(env::var_os("OUT_DIR").ok_or("OUT_DIR is not set")?)
-        .join("envoy_descriptors.bin");
+    let out = out_dir.join("envoy_descriptors.bin");
     fs::write(&out, encoded).map_err(|e| format!("writing {}: {e}", out.display()))?;
-    Ok(())
+
+    generate_vrata_code(&manifest_dir, &out_dir)
+}
+
+/// Rust types for vrata's own messages: `protox` parses (with comments, which become doc
+/// comments), `prost-build` generates from the descriptors, so no `protoc` is needed.
+fn generate_vrata_code(manifest_dir: &Path, out_dir: &Path) -> Result<(), String> {
+    let mut compiler = protox::Compiler::new([manifest_dir]).map_err(|e| e.to_string())?;
+    compiler.include_imports(false).include_source_info(true);
+    compiler
+        .open_files(VRATA_FILES)
+        .map_err(|e| format!("compiling vrata's protos: {e}"))?;
+    let fds = compiler.file_descriptor_set();
+    let mut config = prost_build::Config::new();
+    config
+        .out_dir(out_dir)
+        // `impl prost::Name`, with the type URLs xDS uses.
+        .enable_type_names()
+        .type_name_domain(["."], "type.googleapis.com");
+    config
+        .compile_fds(fds)
+        .map_err(|e| format!("generating Rust code for vrata's protos: {e}"))
 }
 
 /// `<envoy-types package root>/proto`, for the envoy-types this crate depends on.

@@ -4,9 +4,9 @@
 //! Redis Cluster — and what happens when Redis fails ([`store`]), the gRPC handler and the
 //! quota headers it returns ([`service`], [`headers`]), and its metrics.
 //!
-//! It must not read the gateway files or know their format: limits arrive as [`limits::Limits`]
-//! (converted from the control plane's config resources by the binary) and are swapped in with
-//! [`limits::LimitTable::apply`]. It must not re-implement what Envoy does: which requests carry
+//! It must not read the gateway files or know their format: limits arrive from xds-server as a
+//! `vrata.config.v1.RateLimitConfig` resource (over the xDS client in `vrata-common`), become
+//! [`limits::Limits`] in [`xds_config`] and are swapped in with [`limits::LimitTable::apply`]. It must not re-implement what Envoy does: which requests carry
 //! which descriptors is Envoy's route configuration, written by xds-server.
 
 pub mod clock;
@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod service;
 pub mod store;
 pub mod window;
+pub mod xds_config;
 
 pub use limits::{DOMAIN, Limit, LimitKey, LimitTable, Limits, LimitsError};
 pub use metrics::Metrics;
@@ -24,3 +25,4 @@ pub use store::failover::{Failover, Health, OnError};
 pub use store::memory::MemoryStore;
 pub use store::redis::{BadRedisUrl, RedisStore, RedisTarget};
 pub use store::{Backend, Store, StoreConfig};
+pub use xds_config::{ConfigError, ServiceConfig, StoreSettings};

@@ -1,5 +1,5 @@
-//! End-to-end test harness: starts real Envoy processes, xds-server and upstream servers on free
-//! loopback ports, and waits on Envoy's admin API instead of sleeping.
+//! End-to-end test harness: starts real Envoy processes, xds-server, ratelimit-service, Redis and
+//! upstream servers on free loopback ports, and waits on Envoy's admin API instead of sleeping.
 //!
 //! Everything a test starts is stopped when its handle drops; logs of every process go to a
 //! per-test temporary folder and are printed when a wait times out, so a failure explains
@@ -12,6 +12,7 @@ pub mod paths;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod ratelimit;
 pub mod redis;
 pub mod stack;
 pub mod upstream;
@@ -19,6 +20,7 @@ pub mod wait;
 pub mod xds;
 
 pub use envoy::{Ads, Envoy};
+pub use ratelimit::RateLimitService;
 pub use stack::Stack;
 pub use upstream::Upstream;
 pub use wait::eventually;

@@ -22,6 +22,8 @@ pub struct Gateway {
     pub services: Services,
     /// Token providers by name; empty when the file has no `auth`.
     pub auth_providers: BTreeMap<Name, AuthProvider>,
+    /// Settings of ratelimit-service (served to it over ADS, not to Envoy).
+    pub rate_limits: RateLimits,
 }
 
 impl Gateway {
@@ -354,6 +356,9 @@ pub struct Route {
     pub cors: Option<Cors>,
     /// Checked by ext-authz; `None`: the route is public.
     pub auth: Option<RouteAuth>,
+    /// Limits a request must all pass (ratelimit-service decides); empty: not rate limited.
+    /// Only on routes to an upstream. Names are unique within the route.
+    pub rate_limit: Vec<RateLimit>,
 }
 
 impl Route {
@@ -376,6 +381,7 @@ impl Route {
             retries: None,
             cors: None,
             auth: None,
+            rate_limit: Vec::new(),
         }
     }
 }
@@ -610,6 +616,52 @@ pub struct Requirement {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rate limits
+
+/// One entry of a route's `rate_limit`: at most `limit` requests in any window of `per`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// 1-64 characters of `A-Za-z0-9._-` (it is shown to clients in `RateLimit-Policy`).
+    pub name: String,
+    /// 1 to 2^53 (ratelimit-service's Redis script counts in doubles).
+    pub limit: u64,
+    /// Whole seconds, at least 1.
+    pub per: Duration,
+    pub key: LimitKey,
+}
+
+/// What a limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LimitKey {
+    /// All requests of the route together.
+    Route,
+    /// The trusted client address.
+    Ip,
+    /// A request header's value.
+    Header(HeaderName),
+    /// A string claim from ext-authz's `vrata.authz` metadata: the dotted path's segments.
+    Claim(Vec<String>),
+}
+
+/// `rate_limits`: ratelimit-service's own settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RateLimits {
+    /// Redis URLs: none = in-memory counters, one = standalone, several = Cluster seeds.
+    pub redis: Vec<String>,
+    pub on_error: OnError,
+}
+
+/// `rate_limits.store.on_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Keep enforcing with per-instance counters (limits stay limits).
+    #[default]
+    Local,
+    Allow,
+    Deny,
+}
+
+// ---------------------------------------------------------------------------------------------
 // vrata's own services
 
 /// Where Envoy reaches vrata's gRPC services. Used by later features (ext_authz, ratelimit);
@@ -639,6 +691,7 @@ pub mod defaults {
     /// ext-authz's default listen address (SPEC §1).
     pub const EXT_AUTHZ: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18001);
     /// ratelimit-service's default listen address (SPEC §1).
+    /// (The Envoy cluster reaching it is named [`crate::translate::RATELIMIT_CLUSTER`].)
     pub const RATELIMIT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18002);
     /// A decision service on loopback answers in well under a millisecond; 250 ms bounds the
     /// damage of a stuck one without failing healthy slow starts.

@@ -33,10 +33,12 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
+use vrata_proto::vrata::config::v1::RateLimitConfig;
 
 /// The xDS resource types vrata serves, in the order a push must follow so that no update
 /// drops traffic: clusters before the endpoints that fill them, both before the listeners and
-/// routes that send traffic to them.
+/// routes that send traffic to them. vrata's own config resources come last: only vrata's
+/// services ask for them (by type URL), Envoy never does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TypeKind {
     Cluster,
@@ -46,15 +48,21 @@ pub enum TypeKind {
     Secret,
     Listener,
     Route,
+    /// ratelimit-service's `vrata.config.v1.RateLimitConfig`.
+    RateLimit,
 }
 
+/// How many resource types there are.
+const TYPE_COUNT: usize = 6;
+
 impl TypeKind {
-    pub const PUSH_ORDER: [TypeKind; 5] = [
+    pub const PUSH_ORDER: [TypeKind; TYPE_COUNT] = [
         TypeKind::Cluster,
         TypeKind::Endpoint,
         TypeKind::Secret,
         TypeKind::Listener,
         TypeKind::Route,
+        TypeKind::RateLimit,
     ];
 
     pub fn type_url(self) -> &'static str {
@@ -68,6 +76,7 @@ impl TypeKind {
             }
             TypeKind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             TypeKind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            TypeKind::RateLimit => "type.googleapis.com/vrata.config.v1.RateLimitConfig",
         }
     }
 
@@ -83,12 +92,17 @@ impl TypeKind {
             TypeKind::Secret => "SDS",
             TypeKind::Listener => "LDS",
             TypeKind::Route => "RDS",
+            TypeKind::RateLimit => "RLC",
         }
     }
 
     /// Wildcard types: the client gets every resource, whatever names it asks for.
+    /// (A service needs no resource name to get its config.)
     pub fn is_wildcard(self) -> bool {
-        matches!(self, TypeKind::Cluster | TypeKind::Listener)
+        matches!(
+            self,
+            TypeKind::Cluster | TypeKind::Listener | TypeKind::RateLimit
+        )
     }
 
     fn index(self) -> usize {
@@ -112,6 +126,8 @@ pub enum Resource {
     Secret(Secret),
     Listener(Listener),
     Route(RouteConfiguration),
+    /// Named [`crate::translate::RATELIMIT_DOMAIN`].
+    RateLimit(RateLimitConfig),
 }
 
 impl Resource {
@@ -122,6 +138,7 @@ impl Resource {
             Resource::Secret(_) => TypeKind::Secret,
             Resource::Listener(_) => TypeKind::Listener,
             Resource::Route(_) => TypeKind::Route,
+            Resource::RateLimit(_) => TypeKind::RateLimit,
         }
     }
 
@@ -132,6 +149,7 @@ impl Resource {
             Resource::Secret(s) => &s.name,
             Resource::Listener(l) => &l.name,
             Resource::Route(r) => &r.name,
+            Resource::RateLimit(_) => crate::translate::RATELIMIT_DOMAIN,
         }
     }
 
@@ -148,6 +166,7 @@ impl Resource {
             Resource::Secret(m) => pack(m),
             Resource::Listener(m) => pack(m),
             Resource::Route(m) => pack(m),
+            Resource::RateLimit(m) => pack(m),
         }
     }
 }
@@ -173,7 +192,7 @@ pub struct Snapshot {
     /// `<boot id>.<counter>`; the counter is the config generation.
     pub version: String,
     pub generation: u64,
-    types: [TypeSet; 5],
+    types: [TypeSet; TYPE_COUNT],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -210,7 +229,7 @@ impl Snapshot {
         resources: impl IntoIterator<Item = Resource>,
     ) -> Result<Self, ConsistencyError> {
         let version = format!("{boot_id}.{generation}");
-        let mut types: [TypeSet; 5] = Default::default();
+        let mut types: [TypeSet; TYPE_COUNT] = Default::default();
         for r in resources {
             let kind = r.kind();
             let name = r.name().to_owned();

@@ -400,6 +400,7 @@ fn errors_gateway(listen: u16, echo: u16) -> Gateway {
         ],
         services: services(),
         auth_providers: Default::default(),
+        rate_limits: Default::default(),
     }
 }
 
@@ -561,6 +562,7 @@ fn forwarding_gateway(
         ],
         services: services(),
         auth_providers: Default::default(),
+        rate_limits: Default::default(),
     }
 }
 
@@ -777,6 +779,7 @@ fn health_checks_run_at_the_configured_interval_from_the_start() {
         routes: vec![route("checked", "/", "checked")],
         services: services(),
         auth_providers: Default::default(),
+        rate_limits: Default::default(),
     };
     let envoy = Envoy::start(&gateway);
     let failed = |clusters: &str| {

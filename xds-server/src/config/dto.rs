@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::de::KeyHint;
-use super::diagnostic::not_supported_yet;
 use super::duration;
 use super::spanned::Spanned;
 
@@ -25,18 +24,9 @@ pub(crate) type Opt<T> = Option<Spanned<T>>;
 /// A list whose items are checked (and reported) one by one.
 pub(crate) type List<T> = Spanned<Vec<Spanned<T>>>;
 
-/// Keys of later releases and well-known slips, by struct (serde name) and key.
+/// Well-known slips (and, when a release has them, keys of later releases), by struct (serde
+/// name) and key.
 pub(crate) fn key_hint(container: &str, key: &str) -> Option<KeyHint> {
-    let later = matches!(
-        (container, key),
-        ("Gateway", "rate_limits") | ("Route", "rate_limit")
-    );
-    if later {
-        return Some(KeyHint {
-            message: not_supported_yet(key),
-            stands_for: None,
-        });
-    }
     if container == "Retries" && matches!(key, "on" | "true") {
         return Some(KeyHint {
             message: format!(
@@ -49,7 +39,8 @@ pub(crate) fn key_hint(container: &str, key: &str) -> Option<KeyHint> {
 }
 
 /// A vrata gateway configuration: one file, or one of a directory's files, which are merged
-/// (`listeners` and `routes` in file-name order, `upstreams` by name, `services` from one file).
+/// (`listeners` and `routes` in file-name order, `upstreams` by name, `services` and
+/// `rate_limits` from one file each).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(rename = "Gateway", deny_unknown_fields)]
 #[schemars(title = "vrata gateway configuration")]
@@ -64,6 +55,8 @@ pub(crate) struct GatewayDto {
     pub services: Opt<ServicesDto>,
     /// Token issuers that routes' `auth` refers to (checked by ext-authz).
     pub auth: Opt<AuthDto>,
+    /// Settings of ratelimit-service (the limits themselves are on the routes).
+    pub rate_limits: Opt<RateLimitsDto>,
 }
 
 /// An Envoy listener: an address and an HTTP connection manager.
@@ -299,6 +292,91 @@ pub(crate) struct RouteDto {
     pub cors: Opt<CorsDto>,
     /// Require (or accept) a bearer JWT, checked by ext-authz.
     pub auth: Opt<RouteAuthDto>,
+    /// Rate limits, decided by ratelimit-service; a request must pass every one. Only on routes
+    /// to an `upstream`.
+    pub rate_limit: Opt<Vec<Spanned<RateLimitDto>>>,
+}
+
+/// At most `limit` requests in any window of `per`, counted per `key`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "RateLimit", deny_unknown_fields)]
+pub(crate) struct RateLimitDto {
+    /// Unique within the route; 1-64 characters of `A-Za-z0-9._-`. Shown to clients in the
+    /// `RateLimit-Policy` header.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,64}$"))]
+    pub name: Spanned<String>,
+    /// Requests allowed per window, 1 to 2^53.
+    #[schemars(range(min = 1, max = 9007199254740992_u64))]
+    pub limit: Spanned<u64>,
+    /// Window length: whole seconds, at least `1s` (e.g. `1s`, `2s`, `1m`, `1h`).
+    pub per: Spanned<DurationDto>,
+    /// What is counted separately: `route` (all requests together), `ip` (the trusted client
+    /// address), `header:NAME` (a request header's value) or `claim:PATH` (a string claim of the
+    /// caller's token, from ext-authz, dotted path such as `sub` or `org.id`).
+    #[schemars(regex(pattern = r"^(route|ip|header:.+|claim:.+)$"))]
+    pub key: Spanned<String>,
+}
+
+/// `rate_limits`: used by ratelimit-service, which gets them from xds-server.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "RateLimits", deny_unknown_fields)]
+pub(crate) struct RateLimitsDto {
+    /// Where the counters live. Default: in each ratelimit-service's memory.
+    pub store: Opt<RateLimitStoreDto>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "RateLimitStore", deny_unknown_fields)]
+pub(crate) struct RateLimitStoreDto {
+    /// `redis://HOST:PORT[/DB]`, or a list of them: the seed nodes of a Redis Cluster. Shared by
+    /// every ratelimit-service (exact limits across the fleet). Without it: in-memory counters,
+    /// per instance. A service's `--redis` flag overrides it.
+    pub redis: Opt<RedisUrlsDto>,
+    /// While Redis fails: `local` (default: count in each instance's memory), `allow` (admit
+    /// everything) or `deny` (refuse every rate-limited request).
+    pub on_error: Opt<OnErrorDto>,
+}
+
+/// One Redis URL, or several (Redis Cluster seeds).
+#[derive(Debug, JsonSchema)]
+#[serde(rename = "RedisUrls", untagged)]
+pub(crate) enum RedisUrlsDto {
+    One(String),
+    Cluster(#[schemars(length(min = 1))] Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RedisUrlsDto {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct UrlsVisitor;
+        impl<'de> Visitor<'de> for UrlsVisitor {
+            type Value = RedisUrlsDto;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a Redis URL or a list of Redis URLs")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RedisUrlsDto, E> {
+                Ok(RedisUrlsDto::One(v.to_owned()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<RedisUrlsDto, A::Error> {
+                let mut urls = Vec::new();
+                while let Some(url) = seq.next_element()? {
+                    urls.push(url);
+                }
+                Ok(RedisUrlsDto::Cluster(urls))
+            }
+        }
+        deserializer.deserialize_any(UrlsVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename = "OnError", rename_all = "snake_case")]
+pub(crate) enum OnErrorDto {
+    Local,
+    Allow,
+    Deny,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -247,6 +247,7 @@ routes:
                 max_age: Some(Duration::from_secs(600)),
             }),
             auth: None,
+            rate_limit: Vec::new(),
         }
     );
     assert_eq!(
@@ -374,7 +375,8 @@ fn unknown_keys_with_suggestions() {
         [
             "gw.yaml:7:13: unknown key `method`; did you mean `methods`?",
             "gw.yaml:8:5: unknown key `colour` (expected `name`, `match`, `upstream`, `respond`, \
-             `redirect`, `rewrite`, `request_headers`, `response_headers`, `timeout`, `retries`, `cors` or `auth`)",
+             `redirect`, `rewrite`, `request_headers`, `response_headers`, `timeout`, `retries`, `cors`, \
+             `auth` or `rate_limit`)",
         ]
     );
     assert_eq!(
@@ -384,7 +386,7 @@ fn unknown_keys_with_suggestions() {
 }
 
 #[test]
-fn keys_of_later_releases_and_tls_mistakes() {
+fn tls_mistakes() {
     let yaml = r#"listeners:
   - name: l
     address: "0.0.0.0:443"
@@ -393,11 +395,6 @@ upstreams:
   u:
     endpoints: ["10.0.0.1:80"]
     tls: {ca: /nonexistent/ca.pem}
-rate_limits: {store: {}}
-routes:
-  - name: r
-    upstream: u
-    rate_limit: []
 "#;
     assert_eq!(
         errors(yaml),
@@ -405,8 +402,6 @@ routes:
             "gw.yaml:4:25: `certificates` needs at least one {cert, key} pair",
             "gw.yaml:8:10: `sni` is required with IP `endpoints`: it is the name the upstream's certificate is checked against",
             "gw.yaml:8:15: cannot read `/nonexistent/ca.pem`: No such file or directory (os error 2)",
-            "gw.yaml:9:1: `rate_limits` is not supported by this version of vrata yet",
-            "gw.yaml:13:5: `rate_limit` is not supported by this version of vrata yet",
         ]
     );
 }
@@ -959,6 +954,76 @@ fn services_rules() {
     );
 }
 
+#[test]
+fn rate_limits_convert() {
+    let gw = ok(&format!(
+        "{}rate_limits:\n  store: {{redis: [\"redis://r1:6379\", \"redis://r2:6379\"], on_error: deny}}\n",
+        route(
+            "    upstream: orders\n    rate_limit:\n      - {name: u, limit: 10, per: 1m, key: \"claim:org.id\"}\n      - {name: k, limit: 5, per: 2s, key: \"header:X-Api-Key\"}\n      - {name: a, limit: 1, per: 1s, key: route}\n      - {name: i, limit: 9007199254740992, per: 1d, key: ip}\n"
+        )
+    ));
+    assert_eq!(
+        gw.rate_limits,
+        RateLimits {
+            redis: vec!["redis://r1:6379".into(), "redis://r2:6379".into()],
+            on_error: OnError::Deny,
+        }
+    );
+    let limits = &gw.routes[0].rate_limit;
+    assert_eq!(
+        limits[0],
+        RateLimit {
+            name: "u".into(),
+            limit: 10,
+            per: Duration::from_secs(60),
+            key: LimitKey::Claim(vec!["org".into(), "id".into()]),
+        }
+    );
+    assert_eq!(limits[1].key, LimitKey::Header(header("x-api-key")));
+    assert_eq!(limits[2].key, LimitKey::Route);
+    assert_eq!(limits[3].key, LimitKey::Ip);
+    // One URL is a standalone Redis; nothing at all is in-memory with `local`.
+    let one = ok("rate_limits: {store: {redis: \"redis://r:6379/2\"}}\n");
+    assert_eq!(one.rate_limits.redis, ["redis://r:6379/2"]);
+    assert_eq!(one.rate_limits.on_error, OnError::Local);
+    assert_eq!(ok("").rate_limits, RateLimits::default());
+}
+
+#[test]
+fn rate_limit_rules() {
+    assert_eq!(
+        errors(&route(
+            "    upstream: orders\n    rate_limit:\n      - {name: \"a b\", limit: 0, per: 1500ms, key: user}\n      - {name: x, limit: 1, per: 1s, key: \"claim:a..b\"}\n      - {name: x, limit: 1, per: 1s, key: \"header:\"}\n"
+        )),
+        [
+            "gw.yaml:8:16: invalid rate limit name `a b`: use 1 to 64 characters of A-Z a-z 0-9 . _ - (it is shown to clients in the RateLimit-Policy header)",
+            "gw.yaml:8:30: `limit` must be between 1 and 2^53 (got 0)",
+            "gw.yaml:8:38: `per` must be a whole number of seconds, at least 1s (limits count in 1 s steps)",
+            "gw.yaml:8:51: unknown rate limit key `user`: use `route`, `ip`, `header:NAME` or `claim:PATH`",
+            "gw.yaml:9:43: invalid claim path `a..b`: use claim names separated by dots, e.g. `sub` or `org.id`",
+            "gw.yaml:10:16: rate limit `x` is already defined at gw.yaml:9:16",
+            "gw.yaml:10:43: invalid header name ``: use letters, digits and !#$%&'*+-.^_`|~",
+        ]
+    );
+    assert_eq!(
+        errors(&route(
+            "    respond: {status: 200}\n    rate_limit: [{name: a, limit: 1, per: 1s, key: ip}]\n"
+        )),
+        ["gw.yaml:7:17: `rate_limit` only applies to routes that proxy to an `upstream`"]
+    );
+    assert_eq!(
+        errors(
+            "rate_limits:\n  store: {redis: [\"rediss://r:1\", \"http://r\"], on_error: open}\nupstreams:\n  vrata_x: {dns: \"x:80\"}\n"
+        ),
+        [
+            "gw.yaml:2:19: `rediss://r:1`: TLS to Redis (rediss://) is not supported by this version of vrata yet",
+            "gw.yaml:2:35: `http://r` is not a Redis URL: use redis://HOST:PORT[/DB] or unix:///PATH",
+            "gw.yaml:2:58: unknown value `open`: expected `local`, `allow` or `deny`",
+            "gw.yaml:4:3: upstream names starting with `vrata_` are reserved for the clusters of vrata's own services",
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several files
 
@@ -1428,7 +1493,7 @@ fn vrata_upstream_names_are_reserved() {
     assert_eq!(
         errors("upstreams:\n  vrata_ext_authz:\n    endpoints: [\"10.0.0.1:80\"]\n"),
         [
-            "gw.yaml:2:3: upstream names starting with `vrata_` are reserved for vrata's own services"
+            "gw.yaml:2:3: upstream names starting with `vrata_` are reserved for the clusters of vrata's own services"
         ]
     );
 }

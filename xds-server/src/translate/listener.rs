@@ -13,7 +13,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
 
-use super::{access_log, authz, cluster::CONNECTION_BUFFER_LIMIT, local_reply, pb, tls};
+use super::{
+    access_log, authz, cluster::CONNECTION_BUFFER_LIMIT, local_reply, pb, rate_limit, tls,
+};
 use crate::model;
 
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
@@ -33,21 +35,14 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 const H2_INITIAL_STREAM_WINDOW: u32 = 64 * 1024;
 const H2_INITIAL_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
-/// The optional HTTP filters, each present only when some route uses it (every filter costs
-/// a little on every request).
+/// The optional HTTP filters, decided once for all listeners.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct HttpFilters<'a> {
     pub cors: bool,
-    /// ext_authz, calling the service at these settings.
+    /// The ext_authz filter, calling ext-authz at these settings.
     pub ext_authz: Option<&'a model::Services>,
-}
-
-#[cfg(test)]
-impl HttpFilters<'_> {
-    pub const NONE: HttpFilters<'static> = HttpFilters {
-        cors: false,
-        ext_authz: None,
-    };
+    /// The ratelimit filter, calling the service these settings name.
+    pub rate_limit: Option<&'a model::Services>,
 }
 
 pub(super) fn listener(listener: &model::Listener, filters: &HttpFilters<'_>) -> Listener {
@@ -90,10 +85,19 @@ pub(super) fn http_connection_manager(
         http_filters.push(http_filter(CORS_FILTER, Cors {}));
     }
     if let Some(services) = filters.ext_authz {
-        // Off unless a route turns it on (see `authz`).
+        // Off unless a route turns it on (see `authz`). Before the ratelimit filter, whose
+        // `claim:` keys read the metadata ext-authz returns.
         http_filters.push(http_filter(
             authz::EXT_AUTHZ_FILTER,
             authz::filter(services),
+        ));
+    }
+    if let Some(services) = filters.rate_limit {
+        // After CORS, so preflights are answered without spending quota; calls the service
+        // only on routes with rate_limits (per route, so a change never touches the listener).
+        http_filters.push(http_filter(
+            rate_limit::RATELIMIT_FILTER,
+            rate_limit::filter(services),
         ));
     }
     // Router last (Envoy requires it).
@@ -239,7 +243,7 @@ mod tests {
 
     #[test]
     fn names_and_rds() {
-        let l = listener(&model_listener(), &HttpFilters::NONE);
+        let l = listener(&model_listener(), &HttpFilters::default());
         assert_eq!(l.name, "public");
         assert_eq!(l.address, Some(pb::socket_address("0.0.0.0", 8080)));
         assert_eq!(l.filter_chains[0].filters[0].name, HTTP_CONNECTION_MANAGER);
@@ -256,7 +260,7 @@ mod tests {
 
     #[test]
     fn lean_filter_chain() {
-        let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::NONE));
+        let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::default()));
         assert_eq!(hcm.http_filters.len(), 1, "router only without CORS");
         let router = router_of(&hcm);
         assert!(router.suppress_envoy_headers);
@@ -269,6 +273,7 @@ mod tests {
             &HttpFilters {
                 cors: true,
                 ext_authz: None,
+                rate_limit: None,
             },
         ));
         let names: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
@@ -279,7 +284,7 @@ mod tests {
     fn request_id_and_client_address() {
         let mut model = model_listener();
         model.trusted_hops = 2;
-        let hcm = hcm_of(&listener(&model, &HttpFilters::NONE));
+        let hcm = hcm_of(&listener(&model, &HttpFilters::default()));
         assert_eq!(hcm.generate_request_id, Some(pb::bool_value(true)));
         assert!(hcm.preserve_external_request_id);
         assert!(hcm.always_set_request_id_in_response);
@@ -290,7 +295,7 @@ mod tests {
 
     #[test]
     fn hardening() {
-        let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::NONE));
+        let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::default()));
         assert_eq!(hcm.normalize_path, Some(pb::bool_value(true)));
         assert!(hcm.merge_slashes);
         assert_eq!(
@@ -312,14 +317,14 @@ mod tests {
     #[test]
     fn http2_means_auto_codec() {
         let mut model = model_listener();
-        let hcm = hcm_of(&listener(&model, &HttpFilters::NONE));
+        let hcm = hcm_of(&listener(&model, &HttpFilters::default()));
         assert_eq!(
             hcm.codec_type,
             http_connection_manager::CodecType::Http1 as i32
         );
         assert!(hcm.http2_protocol_options.is_none());
         model.http2 = true;
-        let hcm = hcm_of(&listener(&model, &HttpFilters::NONE));
+        let hcm = hcm_of(&listener(&model, &HttpFilters::default()));
         assert_eq!(
             hcm.codec_type,
             http_connection_manager::CodecType::Auto as i32
@@ -331,14 +336,14 @@ mod tests {
     fn access_log_only_when_asked() {
         let mut model = model_listener();
         model.access_log = true;
-        let hcm = hcm_of(&listener(&model, &HttpFilters::NONE));
+        let hcm = hcm_of(&listener(&model, &HttpFilters::default()));
         assert_eq!(hcm.access_log.len(), 1);
         assert_eq!(hcm.access_log[0].name, access_log::STDOUT_LOGGER);
     }
 
     #[test]
     fn problem_json_local_replies() {
-        let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::NONE));
+        let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::default()));
         assert_eq!(hcm.local_reply_config, Some(local_reply::config(false)));
     }
 }

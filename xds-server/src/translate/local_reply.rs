@@ -77,8 +77,16 @@ pub const PROBLEMS: &[Problem] = &[
         code: "rate-limited",
         title: "Too Many Requests",
         detail: "The request exceeds a rate limit.",
-        // RL: Envoy's ratelimit filter refused the request (it keeps its own headers).
+        // RL: Envoy's ratelimit filter refused the request. The mapper only replaces the
+        // body: the service's RateLimit, RateLimit-Policy and Retry-After headers stay.
         flags: &["RL"],
+    },
+    Problem {
+        code: "rate-limit-unavailable",
+        title: "Service Unavailable",
+        detail: "The rate limit service could not be reached.",
+        // RLSE: ratelimit-service failed or timed out and `ratelimit_failure: deny`.
+        flags: &["RLSE"],
     },
 ];
 

@@ -16,6 +16,7 @@ mod cluster;
 mod listener;
 mod local_reply;
 mod pb;
+mod rate_limit;
 mod render;
 mod route;
 mod tls;
@@ -29,12 +30,16 @@ use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route as envoy_route, route_action,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
+use vrata_proto::vrata::config::v1::RateLimitConfig;
 
 pub use access_log::FIELDS as ACCESS_LOG_FIELDS;
 pub use authz::{CHECKED_HEADERS, EXT_AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, ROUTE_CONTEXT_KEY};
 pub use cluster::HTTP_PROTOCOL_OPTIONS;
 pub use listener::{CORS_FILTER, HTTP_CONNECTION_MANAGER, ROUTER_FILTER};
 pub use local_reply::{METHOD_NOT_ALLOWED, PROBLEM_JSON, PROBLEMS, Problem};
+pub use rate_limit::{
+    AUTHZ_METADATA_NAMESPACE, RATELIMIT_CLUSTER, RATELIMIT_DOMAIN, RATELIMIT_FILTER,
+};
 pub use render::{RenderError, render_yaml, static_bootstrap, to_yaml};
 pub use route::{ANY_HOST, IDEMPOTENT_METHODS};
 pub use tls::TLS_TRANSPORT_SOCKET;
@@ -51,6 +56,10 @@ pub struct Resources {
     pub secrets: Vec<Secret>,
     pub listeners: Vec<Listener>,
     pub route_configs: Vec<RouteConfiguration>,
+    /// ratelimit-service's config (one resource, named [`RATELIMIT_DOMAIN`]); never sent to
+    /// Envoy. Always present, empty when no route is limited, so a service always gets a first
+    /// config and can report ready.
+    pub rate_limit_config: RateLimitConfig,
 }
 
 impl Resources {
@@ -82,11 +91,19 @@ pub fn translate(gw: &Gateway) -> Resources {
         .filter_map(cluster::load_assignment)
         .collect();
     let filters = listener::HttpFilters {
+        // The CORS filter costs a little on every request: only when some route uses it.
         cors: gw.routes.iter().any(|r| r.cors.is_some()),
+        // Likewise ext_authz and the ratelimit filter, with their clusters.
         ext_authz: gw.uses_auth().then_some(&gw.services),
+        rate_limit: rate_limit::in_use(gw).then_some(&gw.services),
     };
-    if gw.uses_auth() {
-        let (cluster, cla) = authz::cluster(&gw.services);
+    if let Some(services) = filters.ext_authz {
+        let (cluster, cla) = authz::cluster(services);
+        clusters.push(cluster);
+        endpoints.push(cla);
+    }
+    if let Some(services) = filters.rate_limit {
+        let (cluster, cla) = rate_limit::cluster(services);
         clusters.push(cluster);
         endpoints.push(cla);
     }
@@ -113,6 +130,7 @@ pub fn translate(gw: &Gateway) -> Resources {
         secrets,
         listeners,
         route_configs,
+        rate_limit_config: rate_limit::service_config(gw),
     }
 }
 
@@ -179,6 +197,7 @@ mod tests {
                 ratelimit_failure: FailureMode::Allow,
             },
             auth_providers: BTreeMap::new(),
+            rate_limits: Default::default(),
         }
     }
 

@@ -51,8 +51,8 @@ pub enum RenderError {
     },
 }
 
-/// The resources as one YAML document with `clusters`, `endpoints`, `listeners` and
-/// `route_configs`, each in Envoy's proto3 JSON form (field names as in Envoy's docs, `@type`
+/// The resources as one YAML document with `clusters`, `endpoints`, `secrets`, `listeners`,
+/// `route_configs` and `ratelimit_service` (the config ratelimit-service gets), each in Envoy's proto3 JSON form (field names as in Envoy's docs, `@type`
 /// on packed extensions). Deterministic: resources sorted by name, map keys sorted.
 pub fn render_yaml(resources: &Resources) -> Result<String, RenderError> {
     let document = serde_json::json!({
@@ -61,6 +61,8 @@ pub fn render_yaml(resources: &Resources) -> Result<String, RenderError> {
         "secrets": json_list(&resources.secrets.iter().map(tls::redacted).collect::<Vec<_>>())?,
         "listeners": json_list(&resources.listeners)?,
         "route_configs": json_list(&resources.route_configs)?,
+        // Served to ratelimit-service, not to Envoy.
+        "ratelimit_service": vrata_proto::to_json(&resources.rate_limit_config)?,
     });
     to_yaml(&document)
 }

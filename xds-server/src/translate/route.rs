@@ -466,6 +466,8 @@ fn route_action(route: &model::Route, cluster: &str, upstream: Option<&Upstream>
         hash_policy: upstream
             .map(|u| hash_policy(&u.balance))
             .unwrap_or_default(),
+        // On every Envoy route made from this route (retry and method variants alike).
+        rate_limits: super::rate_limit::route_rate_limits(route),
         ..Default::default()
     };
     match &route.rewrite {
@@ -815,6 +817,7 @@ mod tests {
                 ratelimit_failure: FailureMode::Allow,
             },
             auth_providers: BTreeMap::new(),
+            rate_limits: Default::default(),
         }
     }
 

@@ -81,6 +81,7 @@ pub fn minimal() -> Gateway {
         routes: vec![route("all", "/", "echo")],
         services: services(),
         auth_providers: Default::default(),
+        rate_limits: Default::default(),
     }
 }
 
@@ -148,6 +149,7 @@ pub fn upstreams_model() -> Gateway {
         ],
         services: services(),
         auth_providers: Default::default(),
+        rate_limits: Default::default(),
     }
 }
 
@@ -288,6 +290,7 @@ pub fn routing() -> Gateway {
         ],
         services: services(),
         auth_providers: Default::default(),
+        rate_limits: Default::default(),
     }
 }
 
@@ -321,5 +324,6 @@ pub fn listeners() -> Gateway {
         routes: vec![api],
         services: services(),
         auth_providers: Default::default(),
+        rate_limits: Default::default(),
     }
 }

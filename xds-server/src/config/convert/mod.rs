@@ -6,6 +6,7 @@
 
 mod auth;
 mod listener;
+mod rate_limits;
 mod route;
 mod services;
 pub(crate) mod tls;
@@ -14,9 +15,12 @@ mod upstream;
 use std::collections::BTreeMap;
 
 use super::diagnostic::{Pos, Sink, already_defined};
-use super::dto::{GatewayDto, ServicesDto};
+use super::dto::GatewayDto;
 use super::spanned::Spanned;
 use crate::model::{Gateway, Name};
+
+/// Cluster names vrata generates for its own services (`vrata_ext_authz`, `vrata_ratelimit`) start with this.
+const RESERVED_PREFIX: &str = "vrata_";
 
 /// Shared state of one conversion.
 pub(crate) struct Cx<'a> {
@@ -117,6 +121,16 @@ pub(crate) fn convert(
             if !upstream_names.define(&cx, "upstream", text, name.pos()) {
                 continue;
             }
+            if text.starts_with(RESERVED_PREFIX) {
+                cx.error(
+                    name.pos(),
+                    format!(
+                        "upstream names starting with `{RESERVED_PREFIX}` are reserved for the \
+                         clusters of vrata's own services"
+                    ),
+                );
+                continue;
+            }
             if let Some(u) = upstream::convert(&cx, name, dto) {
                 upstreams.insert(u.name.clone(), u);
             }
@@ -166,22 +180,14 @@ pub(crate) fn convert(
         }
     }
 
-    let mut first_services: Option<&Spanned<ServicesDto>> = None;
-    for gw in &gateways {
-        if let Some(s) = &gw.services {
-            match first_services {
-                None => first_services = Some(s),
-                Some(first) => cx.error(
-                    s.pos(),
-                    format!(
-                        "`services` is already defined at {}: define it in one file only",
-                        sink.locate(first.pos())
-                    ),
-                ),
-            }
-        }
-    }
-    let services = services::convert(&cx, first_services.and_then(Spanned::get));
+    let services = services::convert(
+        &cx,
+        one_section(&cx, &gateways, "services", |g| g.services.as_ref()),
+    );
+    let rate_limits = rate_limits::store(
+        &cx,
+        one_section(&cx, &gateways, "rate_limits", |g| g.rate_limits.as_ref()),
+    );
 
     Gateway {
         listeners,
@@ -189,7 +195,33 @@ pub(crate) fn convert(
         routes,
         services,
         auth_providers,
+        rate_limits,
     }
+}
+
+/// A top-level section that one file at most may define; later definitions are reported.
+fn one_section<'a, T>(
+    cx: &Cx<'_>,
+    gateways: &[&'a GatewayDto],
+    key: &str,
+    section: impl Fn(&'a GatewayDto) -> Option<&'a Spanned<T>>,
+) -> Option<&'a T> {
+    let mut first: Option<&Spanned<T>> = None;
+    for gw in gateways {
+        if let Some(s) = section(gw) {
+            match first {
+                None => first = Some(s),
+                Some(f) => cx.error(
+                    s.pos(),
+                    format!(
+                        "`{key}` is already defined at {}: define it in one file only",
+                        cx.sink.locate(f.pos())
+                    ),
+                ),
+            }
+        }
+    }
+    first.and_then(Spanned::get)
 }
 
 /// The valid items of an optional list field.

@@ -52,6 +52,12 @@ pub(crate) fn convert(
     let auth = optional(&r.auth, |a| {
         auth::route_auth(cx, a, providers, request_headers.as_ref())
     });
+    let rate_limit = match &r.rate_limit {
+        None => Some(Vec::new()),
+        Some(list) => list
+            .get()
+            .and_then(|items| super::rate_limits::route_limits(cx, items)),
+    };
     let proxy_settings_ok = proxy_only(cx, r);
     if !proxy_settings_ok {
         return None;
@@ -67,6 +73,7 @@ pub(crate) fn convert(
         retries: retries?,
         cors: cors?,
         auth: auth?,
+        rate_limit: rate_limit?,
     };
     unique.then_some(route)
 }
@@ -83,6 +90,8 @@ fn proxy_only(cx: &Cx<'_>, r: &RouteDto) -> bool {
         ("cors", r.cors.as_ref().map(|f| f.pos())),
         ("retries", r.retries.as_ref().map(|f| f.pos())),
         ("timeout", r.timeout.as_ref().map(|f| f.pos())),
+        // Envoy's ratelimit filter only acts on routes with a route action.
+        ("rate_limit", r.rate_limit.as_ref().map(|f| f.pos())),
     ];
     let mut ok = true;
     for (key, pos) in fields {

@@ -17,26 +17,12 @@ use crate::model::{
     defaults,
 };
 
-/// Clusters vrata generates for its services (`vrata_ext_authz`, ...) use this prefix.
-const RESERVED_PREFIX: &str = "vrata_";
-
 pub(crate) fn convert(
     cx: &Cx<'_>,
     name: &Spanned<String>,
     dto: &Spanned<UpstreamDto>,
 ) -> Option<Upstream> {
-    let name = cx.name(name).filter(|n| {
-        let reserved = n.as_str().starts_with(RESERVED_PREFIX);
-        if reserved {
-            cx.error(
-                name.pos(),
-                format!(
-                    "upstream names starting with `{RESERVED_PREFIX}` are reserved for vrata's own services"
-                ),
-            );
-        }
-        !reserved
-    });
+    let name = cx.name(name);
     let u = dto.get()?;
     let endpoints = endpoints(cx, u, dto);
     let balance = balance(cx, u);

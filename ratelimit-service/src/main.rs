@@ -1,0 +1,278 @@
+//! `ratelimit-service` (SPEC §1): Envoy's RateLimitService, configured by xds-server.
+//!
+//! Start-up: flags are checked (exit 64 when unusable), the admin server binds (`/healthz`,
+//! `/readyz`, `/metrics`), the xDS client subscribes to `vrata.config.v1.RateLimitConfig`, and
+//! the first accepted version decides the store (`--redis` overrides the file's
+//! `rate_limits.store.redis`); only then does the gRPC port open and `/readyz` turn 200. Every
+//! later version swaps the limits in at once. A changed `store` is not applied while running:
+//! counters cannot move between stores without losing them, so the service says so in its log
+//! and keeps the store it started with until restarted.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use vrata_common::admin::Readiness;
+use vrata_common::exit::INVALID_CONFIG;
+use vrata_common::telemetry::{self, LogFormat};
+use vrata_common::xds::{Accepted, XdsClient, XdsClientConfig};
+use vrata_proto::vrata::config::v1::RateLimitConfig;
+use vrata_ratelimit::clock::SystemClock;
+use vrata_ratelimit::{
+    Backend, LimitTable, Metrics, RateLimiter, RedisTarget, ServiceConfig, StoreConfig,
+};
+
+/// How long in-flight decisions get to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ratelimit-service",
+    version,
+    about = "vrata's rate limit service: Envoy's RateLimitService with counters in memory, Redis or Redis Cluster; limits come from xds-server"
+)]
+struct Cli {
+    /// xds-server's gRPC address, where the limits come from.
+    #[arg(long, value_name = "URL")]
+    xds: String,
+    /// gRPC listen address (Envoy's `services.ratelimit`).
+    #[arg(long, default_value = "127.0.0.1:18002")]
+    listen: SocketAddr,
+    /// Redis URL, or several separated by commas (Redis Cluster seeds). Overrides
+    /// `rate_limits.store.redis` of the gateway files. Neither: in-memory counters.
+    #[arg(long, value_name = "URL[,URL...]")]
+    redis: Option<String>,
+    /// Admin HTTP listen address (/healthz, /readyz, /metrics).
+    #[arg(long, default_value = "127.0.0.1:19002")]
+    admin: SocketAddr,
+    /// This instance's xDS node id (shown on xds-server's /admin/status). Default:
+    /// `ratelimit-<listen address>`.
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The xDS node cluster every ratelimit-service reports.
+const NODE_CLUSTER: &str = "vrata-ratelimit";
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Help and version are not errors; bad flags are a usage error (SPEC: 64).
+            return if e.use_stderr() {
+                ExitCode::from(INVALID_CONFIG as u8)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if let Err(e) = telemetry::init(cli.log_format) {
+        eprintln!("ratelimit-service: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let redis_override = match parse_redis(cli.redis.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ratelimit-service: --redis: {e}");
+            return ExitCode::from(INVALID_CONFIG as u8);
+        }
+    };
+    if !(cli.xds.starts_with("http://") || cli.xds.starts_with("https://")) {
+        eprintln!(
+            "ratelimit-service: --xds {:?}: expected http://HOST:PORT",
+            cli.xds
+        );
+        return ExitCode::from(INVALID_CONFIG as u8);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ratelimit-service: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli, redis_override)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "ratelimit-service failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Some(urls)` when `--redis` was given (checked now, so a typo stops start-up).
+fn parse_redis(flag: Option<&str>) -> Result<Option<Vec<String>>, String> {
+    let Some(flag) = flag else {
+        return Ok(None);
+    };
+    let urls: Vec<String> = flag
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if urls.is_empty() {
+        return Err("no URL given".into());
+    }
+    RedisTarget::from_urls(urls.clone()).map_err(|e| e.to_string())?;
+    Ok(Some(urls))
+}
+
+async fn serve(cli: Cli, redis_override: Option<Vec<String>>) -> anyhow::Result<u8> {
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        // Err: the sender is gone, which also means stop.
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let ready = Readiness::default();
+    let admin_app = vrata_common::admin::router(ready.clone(), Arc::new(registry));
+    let admin = vrata_common::admin::bind(cli.admin, admin_app, stopped(stop_rx.clone())).await?;
+    let admin = tokio::spawn(admin);
+
+    let node_id = cli
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("ratelimit-{}", cli.listen));
+    let mut client = XdsClient::new(XdsClientConfig::new(
+        cli.xds.clone(),
+        node_id.clone(),
+        NODE_CLUSTER,
+        "vrata-ratelimit",
+    ));
+    let mut configs = client.subscribe::<RateLimitConfig, _, _>(ServiceConfig::from_resources);
+    let xds = tokio::spawn(client.run(stopped(stop_rx.clone())));
+    tracing::info!(xds = %cli.xds, node = %node_id, "waiting for the first config from xds-server");
+
+    let term = vrata_common::shutdown::signal();
+    tokio::pin!(term);
+    let first = tokio::select! {
+        first = configs.wait_for(Option::is_some) => first.ok().and_then(|c| c.clone()),
+        () = &mut term => None,
+    };
+    let Some(first) = first else {
+        // SIGTERM before any config: nothing to drain.
+        let _ = stop_tx.send(true);
+        let _ = admin.await;
+        xds.abort();
+        return Ok(0);
+    };
+
+    let store = store_config(&first.config, redis_override.as_deref())?;
+    tracing::info!(redis = ?store.redis, on_error = ?store.on_error, "counter store");
+    let backend = Backend::start(&store, Arc::new(SystemClock), &metrics).await;
+    let table = Arc::new(LimitTable::new(metrics.clone()));
+    table.apply(&first.config.limits);
+    tracing::info!(version = %first.version, "limits applied");
+    let started_with = first.config.store.clone();
+
+    let applier = tokio::spawn(apply_updates(
+        configs.clone(),
+        table.clone(),
+        started_with,
+        redis_override.is_some(),
+    ));
+
+    let grpc = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("cannot bind the gRPC address {}", cli.listen))?;
+    tracing::info!(addr = %cli.listen, "RateLimitService listening");
+    let service = RateLimitServiceServer::new(RateLimiter::new(table, backend, metrics.clone()));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+    );
+    ready.set(true);
+
+    term.await;
+    ready.set(false);
+    let _ = stop_tx.send(true);
+    applier.abort();
+    let drained = tokio::time::timeout(DRAIN, async {
+        let g = grpc.await;
+        let a = admin.await;
+        let _ = xds.await;
+        (g, a)
+    })
+    .await;
+    match drained {
+        Ok((Ok(Ok(())), Ok(Ok(())))) => {
+            tracing::info!("drained, exiting");
+            Ok(0)
+        }
+        Ok((g, a)) => {
+            tracing::error!(grpc = ?g, admin = ?a, "error while draining");
+            Ok(1)
+        }
+        Err(_) => {
+            tracing::warn!("drain timed out; exiting anyway");
+            Ok(0)
+        }
+    }
+}
+
+/// The store to start with: `--redis` over the file's `rate_limits.store.redis`.
+fn store_config(
+    config: &ServiceConfig,
+    redis_override: Option<&[String]>,
+) -> anyhow::Result<StoreConfig> {
+    let urls = redis_override
+        .map(<[String]>::to_vec)
+        .unwrap_or_else(|| config.store.redis.clone());
+    let redis = RedisTarget::from_urls(urls).context("rate_limits.store.redis")?;
+    Ok(StoreConfig {
+        redis,
+        on_error: config.store.on_error,
+        ..StoreConfig::default()
+    })
+}
+
+/// Applies every new version's limits; a store change is reported, not applied (see the
+/// module documentation).
+async fn apply_updates(
+    mut configs: watch::Receiver<vrata_common::xds::Latest<ServiceConfig>>,
+    table: Arc<LimitTable>,
+    started_with: vrata_ratelimit::StoreSettings,
+    redis_overridden: bool,
+) {
+    while configs.changed().await.is_ok() {
+        let Some(latest): Option<Arc<Accepted<ServiceConfig>>> =
+            configs.borrow_and_update().clone()
+        else {
+            continue;
+        };
+        table.apply(&latest.config.limits);
+        tracing::info!(version = %latest.version, "limits applied");
+        let store = &latest.config.store;
+        let redis_changed = !redis_overridden && store.redis != started_with.redis;
+        if redis_changed || store.on_error != started_with.on_error {
+            tracing::warn!(
+                running_redis = ?started_with.redis,
+                running_on_error = ?started_with.on_error,
+                configured_redis = ?store.redis,
+                configured_on_error = ?store.on_error,
+                "rate_limits.store changed in the gateway files: restart ratelimit-service to use it (the running store is kept)"
+            );
+        }
+    }
+}

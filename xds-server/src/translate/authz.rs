@@ -31,6 +31,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::google::protobuf::Any;
 
+use vrata_proto::vrata::config::v1 as pbv;
+
 use super::{cluster, pb};
 use crate::model::{self, Endpoint, Endpoints, FailureMode, Gateway, Name, Services, Upstream};
 
@@ -40,9 +42,64 @@ pub const EXT_AUTHZ_CLUSTER: &str = "vrata_ext_authz";
 /// The context-extension key naming the route; ext-authz's `ROUTE_CONTEXT_KEY` (not imported:
 /// xds-server does not depend on the service; the end-to-end tests hold both to it).
 pub const ROUTE_CONTEXT_KEY: &str = "vrata_route";
+/// The name of the one `AuthzPolicy` resource.
+pub const AUTHZ_POLICY_NAME: &str = "vrata";
 /// The only request headers ext-authz reads: the token and the request id for its refusals.
 /// Keeps CheckRequests small (Envoy sends every header otherwise).
 pub const CHECKED_HEADERS: &[&str] = &["authorization", "x-request-id"];
+
+/// ext-authz's config resource: every provider and every route with `auth`, sorted by name
+/// (stable output). Routes without `auth` are left out: Envoy never asks about them.
+pub(super) fn service_policy(gw: &Gateway) -> pbv::AuthzPolicy {
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let providers = gw
+        .auth_providers
+        .values()
+        .map(|p| pbv::AuthProvider {
+            name: p.name.as_str().to_owned(),
+            issuer: p.issuer.clone(),
+            jwks_url: p.jwks_url.clone().unwrap_or_default(),
+            audiences: p.audiences.clone(),
+            algorithms: p.algorithms.iter().map(|a| a.as_str().to_owned()).collect(),
+            leeway_ms: ms(p.leeway),
+            roles_claims: p
+                .roles_claims
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+            jwks_refresh_ms: ms(p.jwks_refresh),
+            jwks_min_refetch_ms: ms(p.jwks_min_refetch),
+        })
+        .collect();
+    let requirement = |r: &model::Requirement| pbv::Requirement {
+        any_of: r.any_of.clone(),
+        all_of: r.all_of.clone(),
+    };
+    let mut routes: Vec<pbv::RouteAuth> = gw
+        .routes
+        .iter()
+        .filter_map(|r| {
+            let a = r.auth.as_ref()?;
+            Some(pbv::RouteAuth {
+                route: r.name.as_str().to_owned(),
+                provider: a.provider.as_str().to_owned(),
+                roles: Some(requirement(&a.roles)),
+                scopes: Some(requirement(&a.scopes)),
+                optional: a.optional,
+                forward_claims: a
+                    .forward_claims
+                    .iter()
+                    .map(|(h, c)| pbv::ForwardClaim {
+                        header: h.as_str().to_owned(),
+                        claim: c.as_str().to_owned(),
+                    })
+                    .collect(),
+            })
+        })
+        .collect();
+    routes.sort_by(|a, b| a.route.cmp(&b.route));
+    pbv::AuthzPolicy { providers, routes }
+}
 
 /// The HCM filter (before the router, after CORS).
 pub(super) fn filter(services: &Services) -> ExtAuthz {

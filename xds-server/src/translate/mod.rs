@@ -30,10 +30,12 @@ use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route as envoy_route, route_action,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
-use vrata_proto::vrata::config::v1::RateLimitConfig;
+use vrata_proto::vrata::config::v1::{AuthzPolicy, RateLimitConfig};
 
 pub use access_log::FIELDS as ACCESS_LOG_FIELDS;
-pub use authz::{CHECKED_HEADERS, EXT_AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, ROUTE_CONTEXT_KEY};
+pub use authz::{
+    AUTHZ_POLICY_NAME, CHECKED_HEADERS, EXT_AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, ROUTE_CONTEXT_KEY,
+};
 pub use cluster::HTTP_PROTOCOL_OPTIONS;
 pub use listener::{CORS_FILTER, HTTP_CONNECTION_MANAGER, ROUTER_FILTER};
 pub use local_reply::{METHOD_NOT_ALLOWED, PROBLEM_JSON, PROBLEMS, Problem};
@@ -60,6 +62,8 @@ pub struct Resources {
     /// Envoy. Always present, empty when no route is limited, so a service always gets a first
     /// config and can report ready.
     pub rate_limit_config: RateLimitConfig,
+    /// ext-authz's config (served to ext-authz over ADS).
+    pub authz_policy: AuthzPolicy,
 }
 
 impl Resources {
@@ -131,6 +135,7 @@ pub fn translate(gw: &Gateway) -> Resources {
         listeners,
         route_configs,
         rate_limit_config: rate_limit::service_config(gw),
+        authz_policy: authz::service_policy(gw),
     }
 }
 

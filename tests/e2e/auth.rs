@@ -47,6 +47,18 @@ impl Gateway {
 
 /// `/orders` needs `role`; `/catalog` is optional; `/public` has no `auth`.
 fn config(upstream: &Upstream, oidc: &Oidc, authz_port: u16, role: &str) -> String {
+    config_with(upstream, oidc, authz_port, role, "", "")
+}
+
+/// [`config`] plus more providers and routes (YAML indented for their sections).
+fn config_with(
+    upstream: &Upstream,
+    oidc: &Oidc,
+    authz_port: u16,
+    role: &str,
+    providers: &str,
+    routes: &str,
+) -> String {
     format!(
         r#"listeners:
   - name: public
@@ -60,7 +72,7 @@ auth:
       audiences: [api-gateway]
       roles_claims: [realm_access.roles]
       jwks_min_refetch: 1s
-services:
+{providers}services:
   ext_authz: "127.0.0.1:{authz_port}"
   timeout: 1s
 routes:
@@ -75,7 +87,7 @@ routes:
   - name: public
     match: {{path_prefix: /public}}
     upstream: app
-"#,
+{routes}"#,
         endpoint = upstream.endpoint(),
         issuer = oidc.issuer,
     )
@@ -233,6 +245,178 @@ async fn key_rotation_is_followed_and_known_keys_survive_the_provider() -> anyho
                 .status(),
             200
         );
+    }
+    Ok(())
+}
+
+/// An ES256 key held by the test, its JWKS served on a loopback port.
+struct TestKey {
+    pair: aws_lc_rs::signature::EcdsaKeyPair,
+    jwks_url: String,
+    /// The JWKS document: what an attacker can read, used as an HMAC "secret".
+    public_jwk: String,
+}
+
+const TEST_KID: &str = "test-key";
+const TEST_ISSUER: &str = "https://issuer.test";
+
+impl TestKey {
+    async fn start() -> anyhow::Result<Self> {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|e| anyhow::anyhow!("key: {e}"))?;
+        let point = pair.public_key().as_ref().to_vec();
+        anyhow::ensure!(
+            point.len() == 65 && point[0] == 4,
+            "uncompressed P-256 point"
+        );
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": TEST_KID, "use": "sig",
+            "alg": "ES256", "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..])});
+        let jwks = serde_json::json!({"keys": [jwk]});
+        let body = jwks.to_string();
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let body = body.clone();
+                async move { ([("content-type", "application/json")], body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self {
+            pair,
+            jwks_url: format!("http://127.0.0.1:{port}/jwks"),
+            public_jwk: jwk.to_string(),
+        })
+    }
+
+    fn provider_yaml(&self) -> String {
+        format!(
+            "    test:\n      issuer: \"{TEST_ISSUER}\"\n      jwks_url: \"{}\"\n      audiences: [api-gateway]\n      algorithms: [ES256]\n      leeway: 1s\n",
+            self.jwks_url
+        )
+    }
+
+    /// `header.payload.signature` with `alg` and the signature chosen by the caller.
+    fn token(&self, header: &Value, claims: &Value, sign: Signing) -> String {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let signature = match sign {
+            Signing::Es256 => self
+                .pair
+                .sign(&aws_lc_rs::rand::SystemRandom::new(), input.as_bytes())
+                .map(|s| s.as_ref().to_vec())
+                .unwrap_or_default(),
+            Signing::HmacWithPublicKey => {
+                let key = aws_lc_rs::hmac::Key::new(
+                    aws_lc_rs::hmac::HMAC_SHA256,
+                    self.public_jwk.as_bytes(),
+                );
+                aws_lc_rs::hmac::sign(&key, input.as_bytes())
+                    .as_ref()
+                    .to_vec()
+            }
+            Signing::None => Vec::new(),
+        };
+        format!("{input}.{}", b64.encode(signature))
+    }
+}
+
+enum Signing {
+    Es256,
+    HmacWithPublicKey,
+    None,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn forged_and_invalid_tokens_are_refused_through_envoy() -> anyhow::Result<()> {
+    let oidc = Oidc::start("demo").await?;
+    let up = Upstream::start("app").await?;
+    let key = TestKey::start().await?;
+    let authz_port = free_port();
+    let routes = "  - name: test\n    match: {path_prefix: /test}\n    upstream: app\n    auth: {provider: test, forward_claims: {x-user-id: sub}}\n";
+    let yaml = config_with(
+        &up,
+        &oidc,
+        authz_port,
+        "orders:read",
+        &key.provider_yaml(),
+        routes,
+    );
+    let stack = Stack::start(&yaml).await?;
+    let _authz = ExtAuthz::start(
+        "ext-authz",
+        stack.xds.grpc_port,
+        authz_port,
+        stack.dir.path(),
+    )
+    .await?;
+    stack.xds.wait_in_sync(1, SYNC).await?;
+    let get = |token: String| {
+        let req = stack
+            .http()
+            .get(stack.url("/test"))
+            .header("authorization", format!("Bearer {token}"));
+        async move { anyhow::Ok(req.send().await?) }
+    };
+    let es256 = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": TEST_KID});
+    let good = serde_json::json!({"iss": TEST_ISSUER, "aud": "api-gateway", "sub": "alice",
+        "exp": now() + 300, "iat": now()});
+
+    // The control: the same key and claims pass, so each refusal below is the attack's.
+    let r = get(key.token(&es256, &good, Signing::Es256)).await?;
+    assert_eq!(echoed(r).await?["headers"]["x-user-id"], "alice");
+
+    let mut cases: Vec<(&str, String)> = Vec::new();
+    cases.push((
+        "alg none",
+        key.token(
+            &serde_json::json!({"alg": "none", "kid": TEST_KID}),
+            &good,
+            Signing::None,
+        ),
+    ));
+    cases.push((
+        "HS256 signed with the public key",
+        key.token(
+            &serde_json::json!({"alg": "HS256", "kid": TEST_KID}),
+            &good,
+            Signing::HmacWithPublicKey,
+        ),
+    ));
+    let mut expired = good.clone();
+    expired["exp"] = serde_json::json!(now() - 120);
+    cases.push(("expired", key.token(&es256, &expired, Signing::Es256)));
+    let mut audience = good.clone();
+    audience["aud"] = serde_json::json!("another-api");
+    cases.push((
+        "wrong audience",
+        key.token(&es256, &audience, Signing::Es256),
+    ));
+    for (what, token) in cases {
+        let r = get(token).await?;
+        assert_eq!(r.status(), 401, "{what}");
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Bearer error=\"invalid_token\""),
+            "{what}"
+        );
+        problem(r, 401, "invalid_token").await?;
     }
     Ok(())
 }

@@ -79,6 +79,7 @@ routes:
   - name: orders
     match: {{path_prefix: /orders}}
     upstream: app
+    cors: {{allow_origins: ["https://app.example.com"], allow_headers: [authorization]}}
     auth: {{provider: demo, roles: {{any_of: ["{role}"]}}, forward_claims: {{x-user-id: sub}}}}
   - name: catalog
     match: {{path_prefix: /catalog}}
@@ -141,6 +142,31 @@ async fn tokens_roles_and_identity_headers_through_envoy() -> anyhow::Result<()>
     let r = gw.get("/orders/1", &[]).await?;
     assert_eq!(header(&r, "www-authenticate"), Some("Bearer"));
     problem(r, 401, "unauthorized").await?;
+
+    // CORS: the preflight needs no token (answered before ext_authz), and a refusal carries
+    // the CORS headers a script needs to read it.
+    let preflight = gw
+        .stack
+        .http()
+        .request(reqwest::Method::OPTIONS, gw.stack.url("/orders/1"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await?;
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let r = gw
+        .get("/orders/1", &[("origin", "https://app.example.com")])
+        .await?;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        header(&r, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
 
     // A garbage token: 401 invalid_token.
     let r = gw

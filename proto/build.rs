@@ -33,6 +33,7 @@ const FILES: &[&str] = &[
     "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto",
     "envoy/extensions/filters/http/router/v3/router.proto",
     "envoy/extensions/filters/http/cors/v3/cors.proto",
+    "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
     "envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto",
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
@@ -43,7 +44,10 @@ const FILES: &[&str] = &[
 
 /// vrata's own files, relative to this crate's root. Their package gets Rust code; every file
 /// of a new package needs its module in `src/lib.rs`.
-const VRATA_FILES: &[&str] = &["vrata/config/v1/ratelimit.proto"];
+const VRATA_FILES: &[&str] = &[
+    "vrata/config/v1/authz.proto",
+    "vrata/config/v1/ratelimit.proto",
+];
 
 /// Include roots inside envoy-types' `proto/` directory.
 const INCLUDES: &[&str] = &[

@@ -13,9 +13,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 
-/// Readiness flag shared between a service and its admin server.
+/// Readiness flag shared between a service and its admin server, with an optional reason shown
+/// by `/readyz` while not ready (e.g. which dependency is missing).
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicBool>, Arc<std::sync::Mutex<String>>);
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
@@ -24,6 +25,16 @@ impl Readiness {
 
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// Sets readiness and, when not ready, why (one line; empty: no reason given).
+    pub fn set_with_reason(&self, ready: bool, reason: impl Into<String>) {
+        *self.1.lock().unwrap_or_else(|p| p.into_inner()) = reason.into();
+        self.set(ready);
+    }
+
+    fn reason(&self) -> String {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -44,9 +55,17 @@ pub fn router(ready: Readiness, registry: Arc<Registry>) -> Router {
 
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     if s.ready.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        let reason = s.ready.reason();
+        if reason.is_empty() {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {reason}\n"),
+            )
+        }
     }
 }
 

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod policy;
 pub mod response;
 pub mod validate;
+pub mod xds_config;
 
 pub use authz::{Authz, AuthzError, CheckInput, Options};
 pub use clock::{Clock, ManualClock, SystemClock};

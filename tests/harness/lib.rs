@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod envoy;
+pub mod ext_authz;
 pub mod oidc;
 pub mod paths;
 pub mod pki;
@@ -20,6 +21,7 @@ pub mod wait;
 pub mod xds;
 
 pub use envoy::{Ads, Envoy};
+pub use ext_authz::ExtAuthz;
 pub use ratelimit::RateLimitService;
 pub use stack::Stack;
 pub use upstream::Upstream;

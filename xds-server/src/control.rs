@@ -242,4 +242,5 @@ pub fn resources_of(r: Resources) -> impl Iterator<Item = Resource> {
         .chain(r.listeners.into_iter().map(Resource::Listener))
         .chain(r.route_configs.into_iter().map(Resource::Route))
         .chain(std::iter::once(Resource::RateLimit(r.rate_limit_config)))
+        .chain(std::iter::once(Resource::Authz(r.authz_policy)))
 }

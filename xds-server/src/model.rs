@@ -20,8 +20,29 @@ pub struct Gateway {
     /// In file order (files of a directory in name order): the order is match precedence.
     pub routes: Vec<Route>,
     pub services: Services,
+    /// Token providers by name; empty when the file has no `auth`.
+    pub auth_providers: BTreeMap<Name, AuthProvider>,
     /// Settings of ratelimit-service (served to it over ADS, not to Envoy).
     pub rate_limits: RateLimits,
+}
+
+impl Gateway {
+    /// Whether Envoy needs the ext_authz filter (and the ext-authz cluster).
+    pub fn uses_auth(&self) -> bool {
+        self.routes.iter().any(|r| r.auth.is_some())
+    }
+
+    /// Every header some route's `auth.forward_claims` sets, sorted and deduplicated: a client
+    /// may send none of them upstream, on any route.
+    pub fn forwarded_claim_headers(&self) -> Vec<&HeaderName> {
+        let set: std::collections::BTreeSet<&HeaderName> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.auth.as_ref())
+            .flat_map(|a| a.forward_claims.iter().map(|(h, _)| h))
+            .collect();
+        set.into_iter().collect()
+    }
 }
 
 /// A resource name from the config (listener, upstream, route). Non-empty, `[A-Za-z0-9_.-]`,
@@ -38,6 +59,12 @@ impl Name {
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if ok { Ok(Self(s)) } else { Err(InvalidName(s)) }
+    }
+
+    /// A name vrata itself defines (its services' clusters). Not checked at run time: every
+    /// such constant is checked by a unit test.
+    pub(crate) fn builtin(s: &'static str) -> Self {
+        Self(s.to_owned())
     }
 
     pub fn as_str(&self) -> &str {
@@ -327,6 +354,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     pub retries: Option<Retries>,
     pub cors: Option<Cors>,
+    /// Checked by ext-authz; `None`: the route is public.
+    pub auth: Option<RouteAuth>,
     /// Limits a request must all pass (ratelimit-service decides); empty: not rate limited.
     /// Only on routes to an upstream. Names are unique within the route.
     pub rate_limit: Vec<RateLimit>,
@@ -351,6 +380,7 @@ impl Route {
             timeout: None,
             retries: None,
             cors: None,
+            auth: None,
             rate_limit: Vec::new(),
         }
     }
@@ -491,6 +521,101 @@ pub struct Cors {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Authentication (checked by ext-authz; the model only carries what it is told)
+
+/// An OIDC provider (`auth.providers.<name>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthProvider {
+    pub name: Name,
+    /// An http(s) URL, compared byte for byte with tokens' `iss`.
+    pub issuer: String,
+    /// Skips OIDC discovery.
+    pub jwks_url: Option<String>,
+    /// Non-empty, deduplicated.
+    pub audiences: Vec<String>,
+    /// Non-empty, deduplicated, in file order.
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    pub roles_claims: Vec<ClaimPath>,
+    pub jwks_refresh: Duration,
+    /// At most `jwks_refresh`.
+    pub jwks_min_refetch: Duration,
+}
+
+/// JWS algorithms a provider may use (RFC 7518 / RFC 8037 names). No HMAC, no `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Algorithm {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl Algorithm {
+    /// The JOSE name (`alg` header value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RS256 => "RS256",
+            Algorithm::RS384 => "RS384",
+            Algorithm::RS512 => "RS512",
+            Algorithm::PS256 => "PS256",
+            Algorithm::PS384 => "PS384",
+            Algorithm::PS512 => "PS512",
+            Algorithm::ES256 => "ES256",
+            Algorithm::ES384 => "ES384",
+            Algorithm::EdDSA => "EdDSA",
+        }
+    }
+}
+
+/// A dot path into a token's claims (`realm_access.roles`): non-empty segments.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClaimPath(String);
+
+impl ClaimPath {
+    pub fn new(s: &str) -> Result<Self, InvalidClaimPath> {
+        if s.is_empty() || s.split('.').any(str::is_empty) {
+            Err(InvalidClaimPath(s.to_owned()))
+        } else {
+            Ok(Self(s.to_owned()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid claim path {0:?}: use dot-separated names such as realm_access.roles")]
+pub struct InvalidClaimPath(pub String);
+
+/// `routes[].auth`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteAuth {
+    /// A key of `Gateway::auth_providers`.
+    pub provider: Name,
+    pub roles: Requirement,
+    pub scopes: Requirement,
+    /// Anonymous requests pass; a token that is sent must be valid.
+    pub optional: bool,
+    /// Upstream header <- claim, in file order; header names unique within the route.
+    pub forward_claims: Vec<(HeaderName, ClaimPath)>,
+}
+
+/// `any_of` (one of, when non-empty) and `all_of` (each).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Requirement {
+    pub any_of: Vec<String>,
+    pub all_of: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rate limits
 
 /// One entry of a route's `rate_limit`: at most `limit` requests in any window of `per`.
@@ -583,4 +708,17 @@ pub mod defaults {
     pub const RETRY_ATTEMPTS: u32 = 1;
     /// Endpoint weight when none is given.
     pub const WEIGHT: u32 = 1;
+    /// Auth providers: 30 s of clock skew covers ordinary NTP drift (Envoy's jwt_authn allows
+    /// 60 s; less is stricter on replay of expired tokens).
+    pub const LEEWAY: Duration = Duration::from_secs(30);
+    /// Keys withdrawn by the IdP stop working within 10 minutes (Envoy's jwt_authn cache time).
+    pub const JWKS_REFRESH: Duration = Duration::from_secs(600);
+    /// Bounds the IdP load that tokens with made-up key ids can cause.
+    pub const JWKS_MIN_REFETCH: Duration = Duration::from_secs(30);
+    /// A leeway beyond this would keep expired tokens alive noticeably: refused.
+    pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+    /// Keycloak's default signing algorithm.
+    pub const ALGORITHM: super::Algorithm = super::Algorithm::RS256;
+    /// Keycloak puts realm roles here.
+    pub const ROLES_CLAIM: &str = "realm_access.roles";
 }

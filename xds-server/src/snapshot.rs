@@ -33,7 +33,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
-use vrata_proto::vrata::config::v1::RateLimitConfig;
+use vrata_proto::vrata::config::v1::{AuthzPolicy, RateLimitConfig};
 
 /// The xDS resource types vrata serves, in the order a push must follow so that no update
 /// drops traffic: clusters before the endpoints that fill them, both before the listeners and
@@ -50,10 +50,12 @@ pub enum TypeKind {
     Route,
     /// ratelimit-service's `vrata.config.v1.RateLimitConfig`.
     RateLimit,
+    /// ext-authz's `vrata.config.v1.AuthzPolicy`.
+    Authz,
 }
 
 /// How many resource types there are.
-const TYPE_COUNT: usize = 6;
+const TYPE_COUNT: usize = 7;
 
 impl TypeKind {
     pub const PUSH_ORDER: [TypeKind; TYPE_COUNT] = [
@@ -63,6 +65,7 @@ impl TypeKind {
         TypeKind::Listener,
         TypeKind::Route,
         TypeKind::RateLimit,
+        TypeKind::Authz,
     ];
 
     pub fn type_url(self) -> &'static str {
@@ -77,6 +80,7 @@ impl TypeKind {
             TypeKind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             TypeKind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
             TypeKind::RateLimit => "type.googleapis.com/vrata.config.v1.RateLimitConfig",
+            TypeKind::Authz => "type.googleapis.com/vrata.config.v1.AuthzPolicy",
         }
     }
 
@@ -93,6 +97,7 @@ impl TypeKind {
             TypeKind::Listener => "LDS",
             TypeKind::Route => "RDS",
             TypeKind::RateLimit => "RLC",
+            TypeKind::Authz => "AZP",
         }
     }
 
@@ -101,7 +106,7 @@ impl TypeKind {
     pub fn is_wildcard(self) -> bool {
         matches!(
             self,
-            TypeKind::Cluster | TypeKind::Listener | TypeKind::RateLimit
+            TypeKind::Cluster | TypeKind::Listener | TypeKind::RateLimit | TypeKind::Authz
         )
     }
 
@@ -128,6 +133,8 @@ pub enum Resource {
     Route(RouteConfiguration),
     /// Named [`crate::translate::RATELIMIT_DOMAIN`].
     RateLimit(RateLimitConfig),
+    /// Named [`crate::translate::AUTHZ_POLICY_NAME`].
+    Authz(AuthzPolicy),
 }
 
 impl Resource {
@@ -139,6 +146,7 @@ impl Resource {
             Resource::Listener(_) => TypeKind::Listener,
             Resource::Route(_) => TypeKind::Route,
             Resource::RateLimit(_) => TypeKind::RateLimit,
+            Resource::Authz(_) => TypeKind::Authz,
         }
     }
 
@@ -150,6 +158,7 @@ impl Resource {
             Resource::Listener(l) => &l.name,
             Resource::Route(r) => &r.name,
             Resource::RateLimit(_) => crate::translate::RATELIMIT_DOMAIN,
+            Resource::Authz(_) => crate::translate::AUTHZ_POLICY_NAME,
         }
     }
 
@@ -167,6 +176,7 @@ impl Resource {
             Resource::Listener(m) => pack(m),
             Resource::Route(m) => pack(m),
             Resource::RateLimit(m) => pack(m),
+            Resource::Authz(m) => pack(m),
         }
     }
 }

@@ -399,6 +399,7 @@ fn errors_gateway(listen: u16, echo: u16) -> Gateway {
             route("echo", "/echo", "echo"),
         ],
         services: services(),
+        auth_providers: Default::default(),
         rate_limits: Default::default(),
     }
 }
@@ -560,6 +561,7 @@ fn forwarding_gateway(
             route("echo", "/", "echo"),
         ],
         services: services(),
+        auth_providers: Default::default(),
         rate_limits: Default::default(),
     }
 }
@@ -776,6 +778,7 @@ fn health_checks_run_at_the_configured_interval_from_the_start() {
         upstreams: [(checked.name.clone(), checked)].into_iter().collect(),
         routes: vec![route("checked", "/", "checked")],
         services: services(),
+        auth_providers: Default::default(),
         rate_limits: Default::default(),
     };
     let envoy = Envoy::start(&gateway);

@@ -194,10 +194,6 @@ pub(crate) fn unknown_value(value: &str, expected: &[&str]) -> String {
     )
 }
 
-pub(crate) fn not_supported_yet(key: &str) -> String {
-    format!("`{key}` is not supported by this version of vrata yet")
-}
-
 /// "route `orders` is already defined at other.yaml:12:5".
 pub(crate) fn already_defined(sink: &Sink, what: &str, name: &str, first: Pos) -> String {
     format!(

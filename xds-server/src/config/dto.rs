@@ -16,7 +16,6 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use super::de::KeyHint;
-use super::diagnostic::not_supported_yet;
 use super::duration;
 use super::spanned::Spanned;
 
@@ -25,15 +24,9 @@ pub(crate) type Opt<T> = Option<Spanned<T>>;
 /// A list whose items are checked (and reported) one by one.
 pub(crate) type List<T> = Spanned<Vec<Spanned<T>>>;
 
-/// Keys of later releases and well-known slips, by struct (serde name) and key.
+/// Well-known slips (and, when a release has them, keys of later releases), by struct (serde
+/// name) and key.
 pub(crate) fn key_hint(container: &str, key: &str) -> Option<KeyHint> {
-    let later = matches!((container, key), ("Gateway", "auth") | ("Route", "auth"));
-    if later {
-        return Some(KeyHint {
-            message: not_supported_yet(key),
-            stands_for: None,
-        });
-    }
     if container == "Retries" && matches!(key, "on" | "true") {
         return Some(KeyHint {
             message: format!(
@@ -60,6 +53,8 @@ pub(crate) struct GatewayDto {
     pub routes: Opt<Vec<Spanned<RouteDto>>>,
     /// Where Envoy reaches vrata's own services.
     pub services: Opt<ServicesDto>,
+    /// Token issuers that routes' `auth` refers to (checked by ext-authz).
+    pub auth: Opt<AuthDto>,
     /// Settings of ratelimit-service (the limits themselves are on the routes).
     pub rate_limits: Opt<RateLimitsDto>,
 }
@@ -295,6 +290,8 @@ pub(crate) struct RouteDto {
     pub retries: Opt<RetriesDto>,
     /// CORS policy.
     pub cors: Opt<CorsDto>,
+    /// Require (or accept) a bearer JWT, checked by ext-authz.
+    pub auth: Opt<RouteAuthDto>,
     /// Rate limits, decided by ratelimit-service; a request must pass every one. Only on routes
     /// to an `upstream`.
     pub rate_limit: Opt<Vec<Spanned<RateLimitDto>>>,
@@ -506,6 +503,135 @@ pub(crate) struct CorsDto {
     pub allow_credentials: Opt<bool>,
     /// How long browsers may cache the preflight answer (whole seconds).
     pub max_age: Opt<DurationDto>,
+}
+
+/// `auth`: the OIDC providers whose tokens the gateway accepts.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Auth", deny_unknown_fields)]
+pub(crate) struct AuthDto {
+    /// Providers by name (`[A-Za-z0-9_.-]`); routes name one in `auth.provider`.
+    pub providers: Spanned<NamedMap<ProviderDto>>,
+}
+
+/// An OpenID Connect provider (a Keycloak realm, ...).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Provider", deny_unknown_fields)]
+pub(crate) struct ProviderDto {
+    /// The `iss` of its tokens, compared byte for byte; keys are discovered from
+    /// `{issuer}/.well-known/openid-configuration`. An http(s) URL.
+    pub issuer: Spanned<String>,
+    /// The JWKS URL, skipping discovery. Default: discovered.
+    pub jwks_url: Opt<String>,
+    /// A token's `aud` must contain one of these.
+    #[schemars(length(min = 1))]
+    pub audiences: List<String>,
+    /// Signature algorithms accepted. Default `[RS256]`.
+    #[schemars(length(min = 1))]
+    pub algorithms: Opt<Vec<Spanned<AlgorithmDto>>>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`, at most 5m. Default 30s.
+    pub leeway: Opt<DurationDto>,
+    /// Dot paths of the claims holding the caller's roles. Default `["realm_access.roles"]`.
+    pub roles_claims: Opt<Vec<Spanned<String>>>,
+    /// How often the keys are refetched in the background. Default 10m.
+    pub jwks_refresh: Opt<DurationDto>,
+    /// A token with an unknown key id refetches the keys at most this often. Default 30s.
+    pub jwks_min_refetch: Opt<DurationDto>,
+}
+
+/// A JWS algorithm a provider may use. HMAC (`HS*`) and `none` are refused: the gateway holds
+/// only public keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[serde(rename = "Algorithm")]
+pub(crate) enum AlgorithmDto {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl AlgorithmDto {
+    pub const ALL: [AlgorithmDto; 9] = [
+        AlgorithmDto::RS256,
+        AlgorithmDto::RS384,
+        AlgorithmDto::RS512,
+        AlgorithmDto::PS256,
+        AlgorithmDto::PS384,
+        AlgorithmDto::PS512,
+        AlgorithmDto::ES256,
+        AlgorithmDto::ES384,
+        AlgorithmDto::EdDSA,
+    ];
+    pub const NAMES: [&str; 9] = [
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ];
+}
+
+// Decoded by hand: `HS256` and `none` deserve their own message, not "unknown variant".
+impl<'de> Deserialize<'de> for AlgorithmDto {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AlgorithmVisitor;
+        impl Visitor<'_> for AlgorithmVisitor {
+            type Value = AlgorithmDto;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JWS algorithm such as RS256")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AlgorithmDto, E> {
+                if let Some(i) = AlgorithmDto::NAMES.iter().position(|n| *n == v) {
+                    return Ok(AlgorithmDto::ALL[i]);
+                }
+                let upper = v.to_ascii_uppercase();
+                let why = if upper == "NONE" {
+                    "unsigned tokens are never accepted".to_owned()
+                } else if upper.starts_with("HS") {
+                    "HMAC needs a shared secret, and the gateway only holds the provider's public \
+                     keys (accepting it would let anyone sign with the public key)"
+                        .to_owned()
+                } else if let Some(n) = AlgorithmDto::NAMES
+                    .iter()
+                    .find(|n| n.eq_ignore_ascii_case(v))
+                {
+                    format!("algorithm names are case-sensitive: write `{n}`")
+                } else {
+                    format!("expected one of {}", AlgorithmDto::NAMES.join(", "))
+                };
+                Err(E::custom(format!("algorithm `{v}` is not allowed: {why}")))
+            }
+        }
+        deserializer.deserialize_str(AlgorithmVisitor)
+    }
+}
+
+/// `routes[].auth`: who may use the route.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "RouteAuth", deny_unknown_fields)]
+pub(crate) struct RouteAuthDto {
+    /// Name of a provider under `auth.providers`.
+    pub provider: Spanned<String>,
+    /// Roles required, from the provider's `roles_claims`.
+    pub roles: Opt<RequirementDto>,
+    /// OAuth scopes required, from the token's `scope` (or `scp`).
+    pub scopes: Opt<RequirementDto>,
+    /// Let requests without a token through anonymously (a token that is sent must still be
+    /// valid). Default `false`.
+    pub optional: Opt<bool>,
+    /// Request headers set from claims for the upstream (`x-user-id: sub`); arrays are
+    /// comma-separated. Client-sent copies of these headers are removed on every route.
+    pub forward_claims: Opt<NamedMap<String>>,
+}
+
+/// Names required: `any_of` (at least one) and/or `all_of` (each).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Requirement", deny_unknown_fields)]
+pub(crate) struct RequirementDto {
+    /// At least one of these.
+    pub any_of: Opt<Vec<Spanned<String>>>,
+    /// Every one of these.
+    pub all_of: Opt<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -246,6 +246,7 @@ routes:
                 allow_credentials: true,
                 max_age: Some(Duration::from_secs(600)),
             }),
+            auth: None,
             rate_limit: Vec::new(),
         }
     );
@@ -374,8 +375,8 @@ fn unknown_keys_with_suggestions() {
         [
             "gw.yaml:7:13: unknown key `method`; did you mean `methods`?",
             "gw.yaml:8:5: unknown key `colour` (expected `name`, `match`, `upstream`, `respond`, \
-             `redirect`, `rewrite`, `request_headers`, `response_headers`, `timeout`, `retries`, `cors` \
-             or `rate_limit`)",
+             `redirect`, `rewrite`, `request_headers`, `response_headers`, `timeout`, `retries`, `cors`, \
+             `auth` or `rate_limit`)",
         ]
     );
     assert_eq!(
@@ -385,7 +386,7 @@ fn unknown_keys_with_suggestions() {
 }
 
 #[test]
-fn keys_of_later_releases_and_tls_mistakes() {
+fn tls_mistakes() {
     let yaml = r#"listeners:
   - name: l
     address: "0.0.0.0:443"
@@ -394,13 +395,6 @@ upstreams:
   u:
     endpoints: ["10.0.0.1:80"]
     tls: {ca: /nonexistent/ca.pem}
-auth: {providers: {}}
-rate_limits: {store: {}}
-routes:
-  - name: r
-    upstream: u
-    auth: {provider: keycloak}
-    rate_limit: []
 "#;
     assert_eq!(
         errors(yaml),
@@ -408,8 +402,6 @@ routes:
             "gw.yaml:4:25: `certificates` needs at least one {cert, key} pair",
             "gw.yaml:8:10: `sni` is required with IP `endpoints`: it is the name the upstream's certificate is checked against",
             "gw.yaml:8:15: cannot read `/nonexistent/ca.pem`: No such file or directory (os error 2)",
-            "gw.yaml:9:1: `auth` is not supported by this version of vrata yet",
-            "gw.yaml:14:5: `auth` is not supported by this version of vrata yet",
         ]
     );
 }
@@ -1319,6 +1311,189 @@ fn proxy_settings_on_respond_and_redirect_routes_are_errors() {
             "gw.yaml:7:11: `cors` only applies to routes that proxy to an `upstream`",
             "gw.yaml:8:14: `timeout` only applies to routes that proxy to an `upstream`",
             "gw.yaml:11:14: `retries` only applies to routes that proxy to an `upstream`",
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// auth
+
+const PROVIDER: &str = "auth:\n  providers:\n    kc:\n      issuer: \"https://sso.example.com/realms/demo\"\n      audiences: [api-gateway]\n";
+
+#[test]
+fn auth_providers_and_route_auth_convert_with_defaults() {
+    let gw = ok(&format!(
+        "{PROVIDER}{}",
+        route(
+            "    upstream: orders\n    auth:\n      provider: kc\n      roles: {any_of: [\"orders:read\"]}\n      scopes: {all_of: [orders.read, profile]}\n      optional: true\n      forward_claims: {X-User-Id: sub, x-user-roles: realm_access.roles}\n"
+        )
+    ));
+    let kc = &gw.auth_providers[&name("kc")];
+    assert_eq!(
+        *kc,
+        AuthProvider {
+            name: name("kc"),
+            issuer: "https://sso.example.com/realms/demo".into(),
+            jwks_url: None,
+            audiences: vec!["api-gateway".into()],
+            algorithms: vec![Algorithm::RS256],
+            leeway: Duration::from_secs(30),
+            roles_claims: vec![ClaimPath::new("realm_access.roles").expect("path")],
+            jwks_refresh: Duration::from_secs(600),
+            jwks_min_refetch: Duration::from_secs(30),
+        }
+    );
+    assert_eq!(
+        gw.routes[0].auth,
+        Some(RouteAuth {
+            provider: name("kc"),
+            roles: Requirement {
+                any_of: vec!["orders:read".into()],
+                all_of: vec![],
+            },
+            scopes: Requirement {
+                any_of: vec![],
+                all_of: vec!["orders.read".into(), "profile".into()],
+            },
+            optional: true,
+            forward_claims: vec![
+                (header("x-user-id"), ClaimPath::new("sub").expect("path")),
+                (
+                    header("x-user-roles"),
+                    ClaimPath::new("realm_access.roles").expect("path")
+                ),
+            ],
+        })
+    );
+    assert!(gw.uses_auth());
+}
+
+#[test]
+fn every_provider_setting_is_read() {
+    let gw = ok(r#"auth:
+  providers:
+    kc:
+      issuer: "https://sso.example.com/realms/demo"
+      jwks_url: "https://sso.example.com/certs"
+      audiences: [a, b]
+      algorithms: [ES256, RS256, EdDSA]
+      leeway: 5s
+      roles_claims: ["resource_access.my.app.roles"]
+      jwks_refresh: 1m
+      jwks_min_refetch: 1m
+"#);
+    let kc = &gw.auth_providers[&name("kc")];
+    assert_eq!(
+        kc.jwks_url.as_deref(),
+        Some("https://sso.example.com/certs")
+    );
+    assert_eq!(kc.audiences, ["a", "b"]);
+    assert_eq!(
+        kc.algorithms,
+        [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA]
+    );
+    assert_eq!(kc.leeway, Duration::from_secs(5));
+    assert_eq!(kc.jwks_refresh, Duration::from_secs(60));
+    assert_eq!(kc.jwks_min_refetch, Duration::from_secs(60));
+    // A null jwks_url (as in SPEC's example) means "discover".
+    let gw = ok(&format!("{PROVIDER}      jwks_url: null\n"));
+    assert_eq!(gw.auth_providers[&name("kc")].jwks_url, None);
+    assert!(!gw.uses_auth());
+}
+
+#[test]
+fn provider_mistakes_are_reported_at_their_values() {
+    let yaml = r#"auth:
+  providers:
+    kc:
+      issuer: "sso.example.com"
+      jwks_url: "https:///certs"
+      audiences: []
+      algorithms: [RS256, HS256, none, rs256, RS256]
+      leeway: 10m
+      roles_claims: ["realm_access..roles"]
+      jwks_refresh: 1m
+      jwks_min_refetch: 5m
+    "bad name":
+      issuer: "https://a.example.com"
+      audiences: [x, x, ""]
+"#;
+    assert_eq!(
+        errors(yaml),
+        [
+            "gw.yaml:4:15: `issuer` must be an http(s) URL, found `sso.example.com`",
+            "gw.yaml:5:17: `jwks_url` `https:///certs` has no host",
+            "gw.yaml:6:18: `audiences` is empty: name the audience (client id) tokens for this gateway carry",
+            "gw.yaml:7:27: algorithm `HS256` is not allowed: HMAC needs a shared secret, and the gateway only holds the provider's public keys (accepting it would let anyone sign with the public key)",
+            "gw.yaml:7:34: algorithm `none` is not allowed: unsigned tokens are never accepted",
+            "gw.yaml:7:40: algorithm `rs256` is not allowed: algorithm names are case-sensitive: write `RS256`",
+            "gw.yaml:7:47: algorithm `RS256` is listed twice",
+            "gw.yaml:8:15: `leeway` must be at most 300s: a longer one keeps expired tokens working",
+            "gw.yaml:9:22: invalid claim path \"realm_access..roles\": use dot-separated names such as realm_access.roles",
+            "gw.yaml:11:25: `jwks_min_refetch` (300s) must not be longer than `jwks_refresh` (60s)",
+            "gw.yaml:12:5: invalid name \"bad name\": use 1 to 128 characters of A-Z a-z 0-9 - _ .",
+            "gw.yaml:14:22: audience `x` is listed twice",
+            "gw.yaml:14:25: an empty audience never matches",
+        ]
+    );
+}
+
+#[test]
+fn route_auth_mistakes_are_reported_at_their_values() {
+    let yaml = format!(
+        "{PROVIDER}{}",
+        route(
+            r#"    upstream: orders
+    request_headers: {set: {x-tenant: a}}
+    auth:
+      provider: kk
+      roles: {any_of: [a, a], one_of: [b]}
+      forward_claims: {authorization: sub, x-tenant: tid, "x y": sub, x-ok: "a..b"}
+"#
+        )
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "gw.yaml:14:17: unknown auth provider `kk`; did you mean `kc`?",
+            "gw.yaml:15:27: role `a` is listed twice",
+            "gw.yaml:15:31: unknown key `one_of`; did you mean `any_of`?",
+            "gw.yaml:16:24: header `authorization` cannot carry a claim: the gateway relies on the client's or its own value",
+            "gw.yaml:16:44: header `x-tenant` is also set by `request_headers`: it would overwrite the claim",
+            "gw.yaml:16:59: invalid header name `x y`: use letters, digits and !#$%&'*+-.^_`|~",
+            "gw.yaml:16:77: invalid claim path \"a..b\": use dot-separated names such as realm_access.roles",
+        ]
+    );
+    // No providers at all.
+    assert_eq!(
+        errors(&route("    upstream: orders\n    auth: {provider: kc}\n")),
+        [
+            "gw.yaml:7:22: unknown auth provider `kc` (no providers are defined under `auth.providers`)"
+        ]
+    );
+}
+
+#[test]
+fn providers_merge_across_files_and_names_are_unique() {
+    let a = PROVIDER;
+    let b = "auth:\n  providers:\n    kc:\n      issuer: \"https://b.example.com\"\n      audiences: [x]\n";
+    let errors = load_files(&[("a.yaml", a), ("b.yaml", b)], &[]).expect_err("duplicate");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("b.yaml:3:5: auth provider `kc` is already defined at a.yaml:3:5"),
+        "{errors:?}"
+    );
+    let other = "auth:\n  providers:\n    other:\n      issuer: \"https://b.example.com\"\n      audiences: [x]\n";
+    let (gw, _) = load_files(&[("a.yaml", a), ("b.yaml", other)], &[]).expect("loads");
+    assert_eq!(gw.auth_providers.len(), 2);
+}
+
+#[test]
+fn vrata_upstream_names_are_reserved() {
+    assert_eq!(
+        errors("upstreams:\n  vrata_ext_authz:\n    endpoints: [\"10.0.0.1:80\"]\n"),
+        [
+            "gw.yaml:2:3: upstream names starting with `vrata_` are reserved for the clusters of vrata's own services"
         ]
     );
 }

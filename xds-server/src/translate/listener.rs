@@ -13,7 +13,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
 };
 
-use super::{access_log, cluster::CONNECTION_BUFFER_LIMIT, local_reply, pb, rate_limit, tls};
+use super::{
+    access_log, authz, cluster::CONNECTION_BUFFER_LIMIT, local_reply, pb, rate_limit, tls,
+};
 use crate::model;
 
 pub const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
@@ -37,6 +39,8 @@ const H2_INITIAL_CONNECTION_WINDOW: u32 = 1024 * 1024;
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct HttpFilters<'a> {
     pub cors: bool,
+    /// The ext_authz filter, calling ext-authz at these settings.
+    pub ext_authz: Option<&'a model::Services>,
     /// The ratelimit filter, calling the service these settings name.
     pub rate_limit: Option<&'a model::Services>,
 }
@@ -76,8 +80,17 @@ pub(super) fn http_connection_manager(
         .is_some_and(|t| t.client_auth.is_some());
     let mut http_filters = Vec::new();
     if filters.cors {
-        // Does nothing on a route without a CorsPolicy (typed_per_filter_config).
+        // Does nothing on a route without a CorsPolicy (typed_per_filter_config). Before
+        // ext_authz: preflights carry no token and are answered here (see `authz`).
         http_filters.push(http_filter(CORS_FILTER, Cors {}));
+    }
+    if let Some(services) = filters.ext_authz {
+        // Off unless a route turns it on (see `authz`). Before the ratelimit filter, whose
+        // `claim:` keys read the metadata ext-authz returns.
+        http_filters.push(http_filter(
+            authz::EXT_AUTHZ_FILTER,
+            authz::filter(services),
+        ));
     }
     if let Some(services) = filters.rate_limit {
         // After CORS, so preflights are answered without spending quota; calls the service
@@ -115,7 +128,7 @@ pub(super) fn http_connection_manager(
         } else {
             Vec::new()
         },
-        local_reply_config: Some(local_reply::config()),
+        local_reply_config: Some(local_reply::config(filters.ext_authz.is_some())),
 
         // Request ids: generated when absent, a client's kept (it ties client and gateway logs
         // together), and always echoed so clients can report it.
@@ -259,6 +272,7 @@ mod tests {
             &model_listener(),
             &HttpFilters {
                 cors: true,
+                ext_authz: None,
                 rate_limit: None,
             },
         ));
@@ -330,6 +344,6 @@ mod tests {
     #[test]
     fn problem_json_local_replies() {
         let hcm = hcm_of(&listener(&model_listener(), &HttpFilters::default()));
-        assert_eq!(hcm.local_reply_config, Some(local_reply::config()));
+        assert_eq!(hcm.local_reply_config, Some(local_reply::config(false)));
     }
 }

@@ -14,9 +14,10 @@
 //! `{"type": "urn:vrata:error:<code>", "title", "status", "detail", "request_id"}`.
 
 use envoy_types::pb::envoy::config::accesslog::v3::{
-    AccessLogFilter, ResponseFlagFilter, access_log_filter,
+    AccessLogFilter, AndFilter, ComparisonFilter, ResponseFlagFilter, StatusCodeFilter,
+    access_log_filter, comparison_filter,
 };
-use envoy_types::pb::envoy::config::core::v3::SubstitutionFormatString;
+use envoy_types::pb::envoy::config::core::v3::{RuntimeUInt32, SubstitutionFormatString};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     LocalReplyConfig, ResponseMapper,
 };
@@ -106,15 +107,70 @@ pub const AMBIGUOUS_HOST: Problem = Problem {
     flags: &[],
 };
 
+/// ext_authz's answer when ext-authz cannot be asked (unreachable, timed out): Envoy sends 503
+/// (`status_on_error`) without a body, flag UAEX. ext-authz's own refusals carry the same flag
+/// and their own problem bodies (401, 403, 500 pass untouched); its 503 ("provider never
+/// reached") is indistinguishable here and gets this body, which has the same `type`.
+pub const AUTHZ_UNAVAILABLE: Problem = Problem {
+    code: "auth_unavailable",
+    title: "Service Unavailable",
+    detail: "Authentication is temporarily unavailable; try again later.",
+    flags: &["UAEX"],
+};
+
+/// Runtime key of the status comparison (Envoy requires one; nothing sets it).
+const AUTHZ_UNAVAILABLE_RUNTIME_KEY: &str = "vrata.local_reply.auth_unavailable_status";
+
 /// Request id, as generated or propagated by the HCM.
 const REQUEST_ID: &str = "%REQ(X-REQUEST-ID)%";
 
 /// The HCM's `local_reply_config`. No top-level `body_format`: that would rewrite every local
-/// reply, `respond` bodies included.
-pub(super) fn config() -> LocalReplyConfig {
+/// reply, `respond` bodies included. `with_authz`: the HCM has the ext_authz filter.
+pub(super) fn config(with_authz: bool) -> LocalReplyConfig {
+    let mut mappers: Vec<ResponseMapper> = PROBLEMS.iter().map(mapper).collect();
+    if with_authz {
+        mappers.push(authz_unavailable_mapper());
+    }
     LocalReplyConfig {
-        mappers: PROBLEMS.iter().map(mapper).collect(),
+        mappers,
         body_format: None,
+    }
+}
+
+/// UAEX *and* 503: only ext_authz's error answer (see [`AUTHZ_UNAVAILABLE`]).
+fn authz_unavailable_mapper() -> ResponseMapper {
+    let flag = AccessLogFilter {
+        filter_specifier: Some(access_log_filter::FilterSpecifier::ResponseFlagFilter(
+            ResponseFlagFilter {
+                flags: AUTHZ_UNAVAILABLE
+                    .flags
+                    .iter()
+                    .map(|f| (*f).to_owned())
+                    .collect(),
+            },
+        )),
+    };
+    let status = AccessLogFilter {
+        filter_specifier: Some(access_log_filter::FilterSpecifier::StatusCodeFilter(
+            StatusCodeFilter {
+                comparison: Some(ComparisonFilter {
+                    op: comparison_filter::Op::Eq as i32,
+                    value: Some(RuntimeUInt32 {
+                        default_value: 503,
+                        runtime_key: AUTHZ_UNAVAILABLE_RUNTIME_KEY.to_owned(),
+                    }),
+                }),
+            },
+        )),
+    };
+    ResponseMapper {
+        filter: Some(AccessLogFilter {
+            filter_specifier: Some(access_log_filter::FilterSpecifier::AndFilter(AndFilter {
+                filters: vec![flag, status],
+            })),
+        }),
+        body_format_override: Some(body(&AUTHZ_UNAVAILABLE, FormatValue::Number(503.0))),
+        ..Default::default()
     }
 }
 
@@ -170,7 +226,7 @@ mod tests {
 
     #[test]
     fn mappers_select_envoy_replies_by_flag_only() {
-        let config = config();
+        let config = config(false);
         assert!(config.body_format.is_none());
         assert_eq!(config.mappers.len(), PROBLEMS.len());
         for m in &config.mappers {
@@ -186,6 +242,23 @@ mod tests {
                 Some(Kind::StringValue("%RESPONSE_CODE%".into()))
             );
         }
+    }
+
+    #[test]
+    fn authz_errors_get_a_problem_body_only_with_ext_authz() {
+        let with = config(true);
+        assert_eq!(with.mappers.len(), PROBLEMS.len() + 1);
+        let last = with.mappers.last().expect("mapper");
+        assert!(matches!(
+            last.filter.as_ref().and_then(|f| f.filter_specifier.as_ref()),
+            Some(access_log_filter::FilterSpecifier::AndFilter(and)) if and.filters.len() == 2
+        ));
+        let body = last.body_format_override.as_ref().expect("body");
+        assert_eq!(
+            field(body, "type"),
+            Some(Kind::StringValue("urn:vrata:error:auth_unavailable".into()))
+        );
+        assert_eq!(field(body, "status"), Some(Kind::NumberValue(503.0)));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! public contracts (problem+json bodies, JSON log lines); `render` prints resources.
 
 mod access_log;
+mod authz;
 mod cluster;
 mod listener;
 mod local_reply;
@@ -29,9 +30,12 @@ use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route as envoy_route, route_action,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
-use vrata_proto::vrata::config::v1::RateLimitConfig;
+use vrata_proto::vrata::config::v1::{AuthzPolicy, RateLimitConfig};
 
 pub use access_log::FIELDS as ACCESS_LOG_FIELDS;
+pub use authz::{
+    AUTHZ_POLICY_NAME, CHECKED_HEADERS, EXT_AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, ROUTE_CONTEXT_KEY,
+};
 pub use cluster::HTTP_PROTOCOL_OPTIONS;
 pub use listener::{CORS_FILTER, HTTP_CONNECTION_MANAGER, ROUTER_FILTER};
 pub use local_reply::{METHOD_NOT_ALLOWED, PROBLEM_JSON, PROBLEMS, Problem};
@@ -58,6 +62,8 @@ pub struct Resources {
     /// Envoy. Always present, empty when no route is limited, so a service always gets a first
     /// config and can report ready.
     pub rate_limit_config: RateLimitConfig,
+    /// ext-authz's config (served to ext-authz over ADS).
+    pub authz_policy: AuthzPolicy,
 }
 
 impl Resources {
@@ -91,9 +97,15 @@ pub fn translate(gw: &Gateway) -> Resources {
     let filters = listener::HttpFilters {
         // The CORS filter costs a little on every request: only when some route uses it.
         cors: gw.routes.iter().any(|r| r.cors.is_some()),
-        // Likewise the ratelimit filter and the cluster to ratelimit-service.
+        // Likewise ext_authz and the ratelimit filter, with their clusters.
+        ext_authz: gw.uses_auth().then_some(&gw.services),
         rate_limit: rate_limit::in_use(gw).then_some(&gw.services),
     };
+    if let Some(services) = filters.ext_authz {
+        let (cluster, cla) = authz::cluster(services);
+        clusters.push(cluster);
+        endpoints.push(cla);
+    }
     if let Some(services) = filters.rate_limit {
         let (cluster, cla) = rate_limit::cluster(services);
         clusters.push(cluster);
@@ -123,6 +135,7 @@ pub fn translate(gw: &Gateway) -> Resources {
         listeners,
         route_configs,
         rate_limit_config: rate_limit::service_config(gw),
+        authz_policy: authz::service_policy(gw),
     }
 }
 
@@ -188,6 +201,7 @@ mod tests {
                 ext_authz_failure: FailureMode::Deny,
                 ratelimit_failure: FailureMode::Allow,
             },
+            auth_providers: BTreeMap::new(),
             rate_limits: Default::default(),
         }
     }
@@ -247,6 +261,113 @@ mod tests {
         };
         assert_eq!(hcm_of(&without), [ROUTER_FILTER]);
         assert_eq!(hcm_of(&with), [CORS_FILTER, ROUTER_FILTER]);
+    }
+
+    fn hcm_filters(r: &Resources) -> Vec<String> {
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(
+            any,
+        )) = &r.listeners[0].filter_chains[0].filters[0].config_type
+        else {
+            panic!("typed config expected");
+        };
+        let hcm: envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager =
+            prost::Message::decode(any.value.as_slice()).expect("an HCM");
+        hcm.http_filters.into_iter().map(|f| f.name).collect()
+    }
+
+    fn with_auth() -> Gateway {
+        use crate::model::{ClaimPath, HeaderName, Requirement, RouteAuth};
+        let mut gw = gateway();
+        gw.routes[1].auth = Some(RouteAuth {
+            provider: name("kc"),
+            roles: Requirement::default(),
+            scopes: Requirement::default(),
+            optional: false,
+            forward_claims: vec![(
+                HeaderName::new("x-user-id").expect("header"),
+                ClaimPath::new("sub").expect("path"),
+            )],
+        });
+        gw
+    }
+
+    #[test]
+    fn ext_authz_only_when_a_route_has_auth_and_after_cors() {
+        let without = translate(&gateway());
+        assert!(!hcm_filters(&without).contains(&EXT_AUTHZ_FILTER.to_owned()));
+        assert!(without.clusters.iter().all(|c| c.name != EXT_AUTHZ_CLUSTER));
+
+        let mut gw = with_auth();
+        let r = translate(&gw);
+        assert_eq!(hcm_filters(&r), [EXT_AUTHZ_FILTER, ROUTER_FILTER]);
+        let cluster = r
+            .clusters
+            .iter()
+            .find(|c| c.name == EXT_AUTHZ_CLUSTER)
+            .expect("ext-authz cluster");
+        assert!(
+            cluster
+                .typed_extension_protocol_options
+                .contains_key(HTTP_PROTOCOL_OPTIONS),
+            "gRPC needs HTTP/2"
+        );
+        assert!(
+            r.endpoints
+                .iter()
+                .any(|e| e.cluster_name == EXT_AUTHZ_CLUSTER)
+        );
+        assert!(
+            r.referenced_clusters()
+                .is_subset(&r.clusters.iter().map(|c| c.name.as_str()).collect())
+        );
+
+        // Preflights are answered by CORS before ext_authz could ask for a token.
+        gw.routes[0].cors = Some(crate::model::Cors {
+            allow_origins: vec!["*".into()],
+            allow_methods: Vec::new(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        });
+        assert_eq!(
+            hcm_filters(&translate(&gw)),
+            [CORS_FILTER, EXT_AUTHZ_FILTER, ROUTER_FILTER]
+        );
+    }
+
+    #[test]
+    fn per_route_ext_authz_settings_and_claim_header_stripping() {
+        use envoy_types::pb::envoy::extensions::filters::http::ext_authz::v3::{
+            ExtAuthzPerRoute, ext_authz_per_route::Override,
+        };
+        let r = translate(&with_auth());
+        let vh = &r.route_configs[0].virtual_hosts[0];
+        let decode = |any: &envoy_types::pb::google::protobuf::Any| -> Override {
+            let per: ExtAuthzPerRoute =
+                prost::Message::decode(any.value.as_slice()).expect("per-route");
+            per.r#override.expect("override")
+        };
+        // Off by default (Envoy's own routes: 405, ambiguous Host).
+        assert_eq!(
+            decode(&vh.typed_per_filter_config[EXT_AUTHZ_FILTER]),
+            Override::Disabled(true)
+        );
+        let route = |n: &str| vh.routes.iter().find(|r| r.name == n).expect("route");
+        let Override::CheckSettings(settings) =
+            decode(&route("a").typed_per_filter_config[EXT_AUTHZ_FILTER])
+        else {
+            panic!("route a checks");
+        };
+        assert_eq!(settings.context_extensions[ROUTE_CONTEXT_KEY], "a");
+        assert!(route("a").request_headers_to_remove.is_empty());
+        for public in ["b", "c"] {
+            assert_eq!(
+                decode(&route(public).typed_per_filter_config[EXT_AUTHZ_FILTER]),
+                Override::Disabled(true)
+            );
+            assert_eq!(route(public).request_headers_to_remove, ["x-user-id"]);
+        }
     }
 
     #[test]

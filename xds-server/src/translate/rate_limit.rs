@@ -32,8 +32,11 @@ pub const RATELIMIT_CLUSTER: &str = "vrata_ratelimit";
 /// The rate-limit domain Envoy sends and ratelimit-service answers; also the name of the one
 /// `RateLimitConfig` resource.
 pub const RATELIMIT_DOMAIN: &str = "vrata";
-/// The dynamic metadata namespace ext-authz writes claims into (SPEC §4).
-pub const AUTHZ_METADATA_NAMESPACE: &str = "vrata.authz";
+/// The dynamic metadata namespace ext-authz's answers land in: Envoy's ext_authz filter files
+/// them under its canonical name, whatever the service says (docs/auth.md).
+pub const AUTHZ_METADATA_NAMESPACE: &str = "envoy.filters.http.ext_authz";
+/// The field of that namespace holding the validated token's claims (SPEC §4's `vrata.authz`).
+pub const AUTHZ_CLAIMS_FIELD: &str = "vrata.authz";
 /// When ratelimit-service fails and `ratelimit_failure: deny`: 503, the service is unavailable
 /// (Envoy's default, 500, would blame the gateway itself).
 const STATUS_ON_ERROR: u32 = 503;
@@ -166,11 +169,11 @@ pub(super) fn route_rate_limits(route: &model::Route) -> Vec<RouteRateLimit> {
                         descriptor_key: vrata_ratelimit_entries::CLAIM.to_owned(),
                         metadata_key: Some(MetadataKey {
                             key: AUTHZ_METADATA_NAMESPACE.to_owned(),
-                            path: path
-                                .iter()
+                            path: std::iter::once(AUTHZ_CLAIMS_FIELD)
+                                .chain(path.iter().map(String::as_str))
                                 .map(|segment| metadata_key::PathSegment {
                                     segment: Some(metadata_key::path_segment::Segment::Key(
-                                        segment.clone(),
+                                        segment.to_owned(),
                                     )),
                                 })
                                 .collect(),

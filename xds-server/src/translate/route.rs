@@ -38,7 +38,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 
 use super::listener::CORS_FILTER;
-use super::{local_reply, pb};
+use super::{authz, local_reply, pb};
 use crate::model::{
     self, Action, Balance, Gateway, HashOn, Method, PathMatch, RedirectStatus, Retries, RetryOn,
     Rewrite, Scheme, Upstream,
@@ -84,7 +84,10 @@ pub(super) fn route_configuration(gw: &Gateway, listener: &model::Listener) -> R
             .map_or(HTTPS_PORT, |l| u32::from(l.address.port()));
         domains
             .iter()
-            .map(|d| https_redirect_host(d, listener, port))
+            .map(|d| VirtualHost {
+                typed_per_filter_config: authz_off(gw.uses_auth()),
+                ..https_redirect_host(d, listener, port)
+            })
             .collect()
     } else {
         domains.iter().map(|d| virtual_host(gw, d)).collect()
@@ -165,18 +168,36 @@ fn virtual_host(gw: &Gateway, domain: &str) -> VirtualHost {
         .iter()
         .filter(|r| r.matcher.hosts.iter().any(|p| covers(p, domain)))
         .collect();
+    let with_auth = gw.uses_auth();
     let mut envoy_routes = vec![ambiguous_host_route()];
-    envoy_routes.extend(
-        routes
-            .iter()
-            .flat_map(|r| routes_for(r, upstream_name(r).and_then(|n| gw.upstreams.get(n)))),
-    );
+    for r in &routes {
+        let mut made = routes_for(r, upstream_name(r).and_then(|n| gw.upstreams.get(n)));
+        if with_auth {
+            authz::apply(gw, r, &mut made);
+        }
+        envoy_routes.extend(made);
+    }
     envoy_routes.extend(method_not_allowed_routes(&routes));
     VirtualHost {
         name: domain.to_owned(),
         domains: vec![domain.to_owned()],
         routes: envoy_routes,
+        typed_per_filter_config: authz_off(with_auth),
         ..Default::default()
+    }
+}
+
+/// A virtual host's ext_authz default when the filter is present: off (routes with `auth`
+/// turn it on).
+fn authz_off(
+    with_auth: bool,
+) -> std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any> {
+    if with_auth {
+        [(authz::EXT_AUTHZ_FILTER.to_owned(), authz::disabled())]
+            .into_iter()
+            .collect()
+    } else {
+        Default::default()
     }
 }
 
@@ -795,6 +816,7 @@ mod tests {
                 ext_authz_failure: FailureMode::Deny,
                 ratelimit_failure: FailureMode::Allow,
             },
+            auth_providers: BTreeMap::new(),
             rate_limits: Default::default(),
         }
     }

@@ -80,6 +80,7 @@ pub fn minimal() -> Gateway {
         upstreams: upstreams(vec![upstream("echo", &[("127.0.0.1:9000", 1)])]),
         routes: vec![route("all", "/", "echo")],
         services: services(),
+        auth_providers: Default::default(),
         rate_limits: Default::default(),
     }
 }
@@ -147,6 +148,7 @@ pub fn upstreams_model() -> Gateway {
             route("random", "/random", "random"),
         ],
         services: services(),
+        auth_providers: Default::default(),
         rate_limits: Default::default(),
     }
 }
@@ -287,6 +289,7 @@ pub fn routing() -> Gateway {
             catch_all,
         ],
         services: services(),
+        auth_providers: Default::default(),
         rate_limits: Default::default(),
     }
 }
@@ -320,6 +323,7 @@ pub fn listeners() -> Gateway {
         upstreams: upstreams(vec![upstream("api", &[("127.0.0.1:9000", 1)])]),
         routes: vec![api],
         services: services(),
+        auth_providers: Default::default(),
         rate_limits: Default::default(),
     }
 }

@@ -4,6 +4,7 @@
 //! Conversion never stops at a problem: it reports it, substitutes a default or skips the item,
 //! and checks the rest. The model it returns is only used when nothing was reported.
 
+mod auth;
 mod listener;
 mod rate_limits;
 mod route;
@@ -18,7 +19,7 @@ use super::dto::GatewayDto;
 use super::spanned::Spanned;
 use crate::model::{Gateway, Name};
 
-/// Cluster names vrata generates for its own services (`vrata_ratelimit`) start with this.
+/// Cluster names vrata generates for its own services (`vrata_ext_authz`, `vrata_ratelimit`) start with this.
 const RESERVED_PREFIX: &str = "vrata_";
 
 /// Shared state of one conversion.
@@ -147,15 +148,33 @@ pub(crate) fn convert(
         }
     }
 
+    // Providers before routes: routes refer to them. Merged by name like upstreams.
+    let mut provider_names = Defined::default();
+    let mut providers_complete = complete;
+    let mut auth_providers = BTreeMap::new();
+    for gw in &gateways {
+        let Some(section) = &gw.auth else {
+            continue;
+        };
+        let read = section.get().is_some_and(|a| {
+            auth::convert_section(&cx, a, &mut provider_names, &mut auth_providers)
+        });
+        providers_complete &= read;
+    }
+
     let known = route::Upstreams {
         names: upstream_names.0.keys().map(String::as_str).collect(),
         complete: upstreams_complete,
+    };
+    let providers = auth::Providers {
+        names: provider_names.0.keys().map(String::as_str).collect(),
+        complete: providers_complete,
     };
     let mut route_names = Defined::default();
     let mut routes = Vec::new();
     for gw in &gateways {
         for dto in items(&gw.routes) {
-            if let Some(r) = route::convert(&cx, dto, &known, &mut route_names) {
+            if let Some(r) = route::convert(&cx, dto, &known, &providers, &mut route_names) {
                 routes.push(r);
             }
         }
@@ -175,6 +194,7 @@ pub(crate) fn convert(
         upstreams,
         routes,
         services,
+        auth_providers,
         rate_limits,
     }
 }

@@ -1,5 +1,6 @@
 //! `routes[]`.
 
+use super::auth::{self, Providers};
 use super::upstream::bounded;
 use super::{Cx, Defined};
 use crate::config::diagnostic::{Pos, exclusive, one_of, suggestion};
@@ -25,6 +26,7 @@ pub(crate) fn convert(
     cx: &Cx<'_>,
     dto: &Spanned<RouteDto>,
     upstreams: &Upstreams<'_>,
+    providers: &Providers<'_>,
     names: &mut Defined,
 ) -> Option<Route> {
     let r = dto.get()?;
@@ -47,6 +49,9 @@ pub(crate) fn convert(
     let response_headers = header_rules(cx, &r.response_headers);
     let retries = optional(&r.retries, |x| retries(cx, x));
     let cors = optional(&r.cors, |c| cors(cx, c));
+    let auth = optional(&r.auth, |a| {
+        auth::route_auth(cx, a, providers, request_headers.as_ref())
+    });
     let rate_limit = match &r.rate_limit {
         None => Some(Vec::new()),
         Some(list) => list
@@ -67,6 +72,7 @@ pub(crate) fn convert(
         timeout: r.timeout.as_ref().and_then(Spanned::get).map(|d| d.0),
         retries: retries?,
         cors: cors?,
+        auth: auth?,
         rate_limit: rate_limit?,
     };
     unique.then_some(route)

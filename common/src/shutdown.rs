@@ -28,3 +28,42 @@ pub async fn signal() {
         () = term => tracing::info!("SIGTERM received, draining"),
     }
 }
+
+/// After the stop signal: waits up to `within` for the gRPC and admin servers (and `others`,
+/// e.g. the xDS client) to finish, and returns the process exit code — 0 when both servers
+/// ended cleanly or the wait timed out (the process exits anyway), 1 when one failed.
+pub async fn drain<G, A>(
+    within: std::time::Duration,
+    grpc: tokio::task::JoinHandle<Result<(), G>>,
+    admin: tokio::task::JoinHandle<Result<(), A>>,
+    others: Vec<tokio::task::JoinHandle<()>>,
+) -> u8
+where
+    G: std::fmt::Debug,
+    A: std::fmt::Debug,
+{
+    let drained = tokio::time::timeout(within, async {
+        let g = grpc.await;
+        let a = admin.await;
+        for other in others {
+            // Helper tasks have nothing to report; a panic there was already logged.
+            let _ = other.await;
+        }
+        (g, a)
+    })
+    .await;
+    match drained {
+        Ok((Ok(Ok(())), Ok(Ok(())))) => {
+            tracing::info!("drained, exiting");
+            0
+        }
+        Ok((g, a)) => {
+            tracing::error!(grpc = ?g, admin = ?a, "error while draining");
+            1
+        }
+        Err(_) => {
+            tracing::warn!("drain timed out; exiting anyway");
+            0
+        }
+    }
+}

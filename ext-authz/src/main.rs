@@ -158,27 +158,7 @@ async fn serve(cli: Cli) -> anyhow::Result<u8> {
     let _ = stop_tx.send(true);
     applier.abort();
     refresher.abort();
-    let drained = tokio::time::timeout(DRAIN, async {
-        let g = grpc.await;
-        let a = admin.await;
-        let _ = xds.await;
-        (g, a)
-    })
-    .await;
-    match drained {
-        Ok((Ok(Ok(())), Ok(Ok(())))) => {
-            tracing::info!("drained, exiting");
-            Ok(0)
-        }
-        Ok((g, a)) => {
-            tracing::error!(grpc = ?g, admin = ?a, "error while draining");
-            Ok(1)
-        }
-        Err(_) => {
-            tracing::warn!("drain timed out; exiting anyway");
-            Ok(0)
-        }
-    }
+    Ok(vrata_common::shutdown::drain(DRAIN, grpc, admin, vec![xds]).await)
 }
 
 /// What `/readyz` says while not ready.

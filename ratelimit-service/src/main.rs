@@ -208,27 +208,7 @@ async fn serve(cli: Cli, redis_override: Option<Vec<String>>) -> anyhow::Result<
     ready.set(false);
     let _ = stop_tx.send(true);
     applier.abort();
-    let drained = tokio::time::timeout(DRAIN, async {
-        let g = grpc.await;
-        let a = admin.await;
-        let _ = xds.await;
-        (g, a)
-    })
-    .await;
-    match drained {
-        Ok((Ok(Ok(())), Ok(Ok(())))) => {
-            tracing::info!("drained, exiting");
-            Ok(0)
-        }
-        Ok((g, a)) => {
-            tracing::error!(grpc = ?g, admin = ?a, "error while draining");
-            Ok(1)
-        }
-        Err(_) => {
-            tracing::warn!("drain timed out; exiting anyway");
-            Ok(0)
-        }
-    }
+    Ok(vrata_common::shutdown::drain(DRAIN, grpc, admin, vec![xds]).await)
 }
 
 /// The store to start with: `--redis` over the file's `rate_limits.store.redis`.

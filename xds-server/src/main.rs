@@ -232,24 +232,7 @@ async fn serve(path: PathBuf, args: &ServeArgs) -> anyhow::Result<i32> {
     ready.set(false);
     cp.close();
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN, async {
-        let g = grpc.await;
-        let a = admin.await;
-        (g, a)
-    })
-    .await;
-    match drained {
-        Ok((Ok(Ok(())), Ok(Ok(())))) => {
-            tracing::info!("drained, exiting");
-            Ok(0)
-        }
-        Ok((g, a)) => {
-            tracing::error!(grpc = ?g, admin = ?a, "error while draining");
-            Ok(1)
-        }
-        Err(_) => {
-            tracing::warn!("drain timed out; exiting anyway");
-            Ok(0)
-        }
-    }
+    Ok(i32::from(
+        vrata_common::shutdown::drain(DRAIN, grpc, admin, Vec::new()).await,
+    ))
 }

@@ -9,11 +9,11 @@ use serde_json::Value;
 use vrata_e2e::oidc::{NO_ROLE_CLIENT, ORDERS_CLIENT, Oidc};
 use vrata_e2e::ports::free_port;
 use vrata_e2e::stack::SYNC;
-use vrata_e2e::{ExtAuthz, Stack, Upstream, eventually};
+use vrata_e2e::{ExtAuthz, RateLimitService, Stack, Upstream, eventually};
 
 struct Gateway {
     stack: Stack,
-    _authz: ExtAuthz,
+    authz: ExtAuthz,
     authz_port: u16,
 }
 
@@ -31,7 +31,7 @@ impl Gateway {
         stack.xds.wait_in_sync(1, SYNC).await?;
         Ok(Self {
             stack,
-            _authz: authz,
+            authz,
             authz_port,
         })
     }
@@ -233,6 +233,103 @@ async fn a_changed_role_in_the_file_changes_the_decision_without_restart() -> an
 }
 
 #[tokio::test]
+async fn ext_authz_down_answers_503_on_protected_routes_only() -> anyhow::Result<()> {
+    let oidc = Oidc::start("demo").await?;
+    let up = Upstream::start("app").await?;
+    let mut gw = Gateway::start(&up, &oidc, "orders:read").await?;
+    let bearer = format!("Bearer {}", oidc.token(ORDERS_CLIENT, None).await?);
+    assert_eq!(
+        gw.get("/orders", &[("authorization", &bearer)])
+            .await?
+            .status(),
+        200
+    );
+    let hits = up.hits();
+
+    gw.authz.proc.terminate(Duration::from_secs(10)).await?;
+    // failure_mode_allow is false: a valid token does not get past a dead ext-authz, and the
+    // answer is the gateway's problem+json, not an empty 403.
+    let r = gw.get("/orders", &[("authorization", &bearer)]).await?;
+    let body = problem(r, 503, "auth_unavailable").await?;
+    assert!(body["detail"].is_string(), "{body}");
+    assert_eq!(up.hits(), hits, "nothing reached the upstream");
+    // Routes without `auth` do not depend on ext-authz.
+    assert_eq!(gw.get("/public", &[]).await?.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn per_user_rate_limits_from_a_jwt_claim_give_each_user_a_budget() -> anyhow::Result<()> {
+    let oidc = Oidc::start("demo").await?;
+    let up = Upstream::start("app").await?;
+    let key = TestKey::start().await?;
+    let authz_port = free_port();
+    let rl_port = free_port();
+    let routes = "  - name: per-user\n    match: {path_prefix: /per-user}\n    upstream: app\n    auth: {provider: test}\n    rate_limit:\n      - {name: by-sub, limit: 3, per: 1m, key: \"claim:sub\"}\n";
+    let yaml = config_with(
+        &up,
+        &oidc,
+        authz_port,
+        "orders:read",
+        &key.provider_yaml(),
+        routes,
+    )
+    .replace(
+        "services:\n",
+        &format!("services:\n  ratelimit: \"127.0.0.1:{rl_port}\"\n"),
+    );
+    let stack = Stack::start(&yaml).await?;
+    let _authz = ExtAuthz::start(
+        "ext-authz",
+        stack.xds.grpc_port,
+        authz_port,
+        stack.dir.path(),
+    )
+    .await?;
+    let _rl = RateLimitService::start(
+        "ratelimit",
+        stack.xds.grpc_port,
+        rl_port,
+        stack.dir.path(),
+        &[],
+    )
+    .await?;
+    stack.xds.wait_in_sync(1, SYNC).await?;
+    let es256 = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": TEST_KID});
+    let token = |sub: &str| {
+        key.token(
+            &es256,
+            &serde_json::json!({"iss": TEST_ISSUER, "aud": "api-gateway", "sub": sub,
+                "exp": now() + 300, "iat": now()}),
+            Signing::Es256,
+        )
+    };
+    let statuses = |sub: &'static str, n: usize| {
+        let bearer = format!("Bearer {}", token(sub));
+        let stack = &stack;
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let r = stack
+                    .http()
+                    .get(stack.url("/per-user"))
+                    .header("authorization", &bearer)
+                    .header("x-forwarded-for", "203.0.113.9")
+                    .send()
+                    .await?;
+                out.push(r.status().as_u16());
+            }
+            anyhow::Ok(out)
+        }
+    };
+    // Alice spends her budget; Bob, from the same address, still has all of his.
+    assert_eq!(statuses("alice", 4).await?, [200, 200, 200, 429]);
+    assert_eq!(statuses("bob", 4).await?, [200, 200, 200, 429]);
+    assert_eq!(statuses("alice", 1).await?, [429]);
+    Ok(())
+}
+
+#[tokio::test]
 async fn key_rotation_is_followed_and_known_keys_survive_the_provider() -> anyhow::Result<()> {
     let mut oidc = Oidc::start("demo").await?;
     let up = Upstream::start("app").await?;
@@ -281,6 +378,8 @@ struct TestKey {
     jwks_url: String,
     /// The JWKS document: what an attacker can read, used as an HMAC "secret".
     public_jwk: String,
+    /// JWKS requests served so far.
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 const TEST_KID: &str = "test-key";
@@ -302,10 +401,13 @@ impl TestKey {
             "alg": "ES256", "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..])});
         let jwks = serde_json::json!({"keys": [jwk]});
         let body = jwks.to_string();
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = fetches.clone();
         let app = axum::Router::new().route(
             "/jwks",
             axum::routing::get(move || {
                 let body = body.clone();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 async move { ([("content-type", "application/json")], body) }
             }),
         );
@@ -316,6 +418,7 @@ impl TestKey {
             pair,
             jwks_url: format!("http://127.0.0.1:{port}/jwks"),
             public_jwk: jwk.to_string(),
+            fetches,
         })
     }
 
@@ -351,6 +454,8 @@ impl TestKey {
                     .to_vec()
             }
             Signing::None => Vec::new(),
+            // r = s = 0: the "psychic signature" (CVE-2022-21449) a broken verifier accepts.
+            Signing::ZeroEcdsa => vec![0; 64],
         };
         format!("{input}.{}", b64.encode(signature))
     }
@@ -360,6 +465,7 @@ enum Signing {
     Es256,
     HmacWithPublicKey,
     None,
+    ZeroEcdsa,
 }
 
 fn now() -> u64 {
@@ -434,6 +540,52 @@ async fn forged_and_invalid_tokens_are_refused_through_envoy() -> anyhow::Result
         "wrong audience",
         key.token(&es256, &audience, Signing::Es256),
     ));
+    let mut issuer = good.clone();
+    issuer["iss"] = serde_json::json!("https://evil.test");
+    cases.push(("wrong issuer", key.token(&es256, &issuer, Signing::Es256)));
+    let mut early = good.clone();
+    early["nbf"] = serde_json::json!(now() + 600);
+    cases.push((
+        "nbf in the future",
+        key.token(&es256, &early, Signing::Es256),
+    ));
+    let mut no_exp = good.clone();
+    no_exp.as_object_mut().map(|c| c.remove("exp"));
+    cases.push(("missing exp", key.token(&es256, &no_exp, Signing::Es256)));
+    cases.push((
+        "all-zero ECDSA signature",
+        key.token(&es256, &good, Signing::ZeroEcdsa),
+    ));
+    // A valid signature over other claims, the payload swapped for one naming another user.
+    let tampered = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let signed = key.token(&es256, &good, Signing::Es256);
+        let parts: Vec<&str> = signed.split('.').collect();
+        let mut admin = good.clone();
+        admin["sub"] = serde_json::json!("admin");
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            b64.encode(admin.to_string()),
+            parts[2]
+        )
+    };
+    cases.push(("tampered payload", tampered));
+    let mut padded = good.clone();
+    padded["pad"] = serde_json::json!("x".repeat(20 * 1024));
+    cases.push((
+        "oversized token",
+        key.token(&es256, &padded, Signing::Es256),
+    ));
+    cases.push((
+        "unknown key",
+        key.token(
+            &serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": "nobody-knows-me"}),
+            &good,
+            Signing::Es256,
+        ),
+    ));
     for (what, token) in cases {
         let r = get(token).await?;
         assert_eq!(r.status(), 401, "{what}");
@@ -444,5 +596,24 @@ async fn forged_and_invalid_tokens_are_refused_through_envoy() -> anyhow::Result
         );
         problem(r, 401, "invalid_token").await?;
     }
+    assert_eq!(
+        up.hits(),
+        1,
+        "only the control request reached the upstream"
+    );
+
+    // 200 tokens with random unknown kids: one refetch at most (jwks_min_refetch), so the
+    // provider sees at most 2 JWKS fetches in all, counting the first.
+    let before = key.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    for i in 0..200 {
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": format!("random-{i}-{}", now())});
+        let r = get(key.token(&header, &good, Signing::Es256)).await?;
+        assert_eq!(r.status(), 401);
+    }
+    let fetches = key.fetches.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        fetches <= 2,
+        "{fetches} JWKS fetches in all ({before} before the 200 unknown kids)"
+    );
     Ok(())
 }

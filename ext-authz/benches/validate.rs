@@ -81,9 +81,11 @@ fn cached_parts(c: &mut Criterion) {
         &clock,
         &["orders:read"],
     );
-    let s = vrata_ext_authz::response::json_to_struct(claims.as_object().unwrap());
-    c.bench_function("part/claims_struct_clone", |b| {
-        b.iter(|| black_box(&s).clone())
+    let paths = [vrata_ext_authz::policy::ClaimPath::parse("sub").unwrap()];
+    c.bench_function("part/metadata_claims_sub", |b| {
+        b.iter(|| {
+            vrata_ext_authz::response::claims_subset(claims.as_object().unwrap(), black_box(&paths))
+        })
     });
     let metrics = vrata_ext_authz::Metrics::default();
     c.bench_function("part/decision_metric", |b| {

@@ -283,7 +283,15 @@ impl Authz {
         );
         (
             Outcome::Allowed,
-            response::allow("allowed", set, remove, Some(cached.claims_struct.clone())),
+            response::allow(
+                "allowed",
+                set,
+                remove,
+                Some(response::claims_subset(
+                    &cached.identity.claims,
+                    &auth.metadata_claims,
+                )),
+            ),
         )
     }
 
@@ -340,11 +348,7 @@ impl Authz {
         for k in keys {
             match validate::verify(&parsed, &k, provider, now) {
                 Ok(identity) => {
-                    let claims_struct = response::json_to_struct(&identity.claims);
-                    let cached = Arc::new(Cached {
-                        identity,
-                        claims_struct,
-                    });
+                    let cached = Arc::new(Cached { identity });
                     self.cache.insert(key, cached.clone());
                     return Ok(cached);
                 }

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use aws_lc_rs::digest;
-use envoy_types::pb::google::protobuf::Struct;
 
 use crate::validate::Identity;
 
@@ -20,12 +19,10 @@ pub const DEFAULT_ENTRIES: usize = 10_000;
 
 pub type CacheKey = [u8; 32];
 
-/// A validated token, with what every allowed response needs precomputed.
+/// A validated token.
 #[derive(Debug)]
 pub struct Cached {
     pub identity: Identity,
-    /// The claims as a protobuf Struct, for dynamic metadata.
-    pub claims_struct: Struct,
 }
 
 pub struct TokenCache {
@@ -98,7 +95,6 @@ mod tests {
                 exp,
                 key_id: Arc::from(key_id),
             },
-            claims_struct: Struct::default(),
         })
     }
 

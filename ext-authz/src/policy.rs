@@ -165,6 +165,10 @@ impl ClaimPath {
         &self.text
     }
 
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
     /// The value at this path in `claims`, if any.
     pub fn lookup<'a>(
         &self,
@@ -238,6 +242,8 @@ pub struct RouteAuthSpec {
     pub optional: bool,
     /// Upstream header name → claim path, in config order.
     pub forward_claims: Vec<(String, String)>,
+    /// Claim paths returned to Envoy as dynamic metadata (rate-limit keys, access logs).
+    pub metadata_claims: Vec<String>,
 }
 
 /// A route Envoy may ask about. `auth: None` (a route without `routes[].auth`) is allowed with
@@ -399,6 +405,7 @@ pub struct RouteAuth {
     pub scopes: Requirement,
     pub optional: bool,
     pub forward_claims: Vec<(HeaderName, ClaimPath)>,
+    pub metadata_claims: Vec<ClaimPath>,
 }
 
 #[derive(Debug)]
@@ -459,12 +466,18 @@ impl Policies {
                         strip.insert(name.as_str().to_owned());
                         forward_claims.push((name, ClaimPath::parse(path)?));
                     }
+                    let metadata_claims = a
+                        .metadata_claims
+                        .iter()
+                        .map(|p| ClaimPath::parse(p))
+                        .collect::<Result<_, _>>()?;
                     Some(RouteAuth {
                         provider,
                         roles: Requirement::compile(&a.roles),
                         scopes: Requirement::compile(&a.scopes),
                         optional: a.optional,
                         forward_claims,
+                        metadata_claims,
                     })
                 }
             };
@@ -519,6 +532,7 @@ pub(crate) mod tests {
                     .iter()
                     .map(|(h, c)| ((*h).into(), (*c).into()))
                     .collect(),
+                metadata_claims: vec!["sub".into()],
             }),
         }
     }

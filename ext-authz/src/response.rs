@@ -13,6 +13,7 @@ use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc::Status;
 use http::HeaderName;
 
+use crate::policy::ClaimPath;
 use crate::validate::Reason;
 
 /// Dynamic-metadata field holding the validated token's claims (see `docs/auth.md`).
@@ -183,6 +184,41 @@ pub fn allow(
             ..Default::default()
         })),
         dynamic_metadata: Some(result_metadata(result, claims)),
+    }
+}
+
+/// The claims at `paths` as a protobuf Struct, nested as in the token (`tenant.id` becomes
+/// `{tenant: {id: ...}}`, which Envoy's metadata path `[tenant, id]` finds); absent ones are
+/// left out.
+pub fn claims_subset(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    paths: &[ClaimPath],
+) -> Struct {
+    let mut out = Struct::default();
+    for path in paths {
+        if let Some(value) = path.lookup(claims) {
+            insert_at(&mut out, path.segments(), json_to_value(value));
+        }
+    }
+    out
+}
+
+fn insert_at(at: &mut Struct, segments: &[String], value: Value) {
+    match segments {
+        [] => {}
+        [last] => {
+            at.fields.insert(last.clone(), value);
+        }
+        [first, rest @ ..] => {
+            let slot = at.fields.entry(first.clone()).or_default();
+            if let Some(Kind::StructValue(inner)) = &mut slot.kind {
+                insert_at(inner, rest, value);
+            } else {
+                let mut inner = Struct::default();
+                insert_at(&mut inner, rest, value);
+                slot.kind = Some(Kind::StructValue(inner));
+            }
+        }
     }
 }
 

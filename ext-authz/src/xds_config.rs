@@ -85,6 +85,7 @@ pub fn from_proto(policy: pb::AuthzPolicy) -> Result<PolicySpec, ConfigError> {
                     .into_iter()
                     .map(|f| (f.header, f.claim))
                     .collect(),
+                metadata_claims: r.metadata_claims,
             }),
         })
         .collect();
@@ -130,6 +131,7 @@ mod tests {
                 header: "x-user-id".into(),
                 claim: "sub".into(),
             }],
+            metadata_claims: vec!["sub".into(), "tenant.id".into()],
         }
     }
 

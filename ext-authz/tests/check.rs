@@ -44,6 +44,8 @@ async fn valid_token_passes_with_forwarded_claims_and_metadata() {
         claims.fields["sub"].kind,
         Some(Kind::StringValue("user-1".into()))
     );
+    // Only the claims the route's config reads (`sub` here): not the whole token.
+    assert_eq!(claims.fields.len(), 1, "{claims:?}");
     assert_eq!(
         metric(
             &h.metrics,

@@ -265,7 +265,7 @@ async fn per_user_rate_limits_from_a_jwt_claim_give_each_user_a_budget() -> anyh
     let key = TestKey::start().await?;
     let authz_port = free_port();
     let rl_port = free_port();
-    let routes = "  - name: per-user\n    match: {path_prefix: /per-user}\n    upstream: app\n    auth: {provider: test}\n    rate_limit:\n      - {name: by-sub, limit: 3, per: 1m, key: \"claim:sub\"}\n";
+    let routes = "  - name: per-user\n    match: {path_prefix: /per-user}\n    upstream: app\n    auth: {provider: test}\n    rate_limit:\n      - {name: by-account, limit: 3, per: 1m, key: \"claim:account.id\"}\n";
     let yaml = config_with(
         &up,
         &oidc,
@@ -300,7 +300,7 @@ async fn per_user_rate_limits_from_a_jwt_claim_give_each_user_a_budget() -> anyh
         key.token(
             &es256,
             &serde_json::json!({"iss": TEST_ISSUER, "aud": "api-gateway", "sub": sub,
-                "exp": now() + 300, "iat": now()}),
+                "account": {"id": sub, "plan": "free"}, "exp": now() + 300, "iat": now()}),
             Signing::Es256,
         )
     };
@@ -322,6 +322,7 @@ async fn per_user_rate_limits_from_a_jwt_claim_give_each_user_a_budget() -> anyh
             anyhow::Ok(out)
         }
     };
+    // A nested claim: ext-authz returns it as metadata because this route's limit names it.
     // Alice spends her budget; Bob, from the same address, still has all of his.
     assert_eq!(statuses("alice", 4).await?, [200, 200, 200, 429]);
     assert_eq!(statuses("bob", 4).await?, [200, 200, 200, 429]);

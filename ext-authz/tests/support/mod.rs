@@ -320,6 +320,7 @@ pub fn route(name: &str, f: impl FnOnce(&mut RouteAuthSpec)) -> RouteSpec {
         scopes: RequirementSpec::default(),
         optional: false,
         forward_claims: vec![],
+        metadata_claims: vec!["sub".into()],
     };
     f(&mut auth);
     RouteSpec {

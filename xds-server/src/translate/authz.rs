@@ -94,12 +94,28 @@ pub(super) fn service_policy(gw: &Gateway) -> pbv::AuthzPolicy {
                         claim: c.as_str().to_owned(),
                     })
                     .collect(),
+                metadata_claims: metadata_claims(r),
             })
         })
         .collect();
     routes.sort_by(|a, b| a.route.cmp(&b.route));
     pbv::AuthzPolicy { providers, routes }
 }
+
+/// The claims ext-authz returns as dynamic metadata for a route: `sub` (access logs) and every
+/// claim a `claim:` rate-limit key of the route reads, deduplicated, sorted.
+fn metadata_claims(route: &model::Route) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::from([METADATA_SUBJECT.to_owned()]);
+    for limit in &route.rate_limit {
+        if let model::LimitKey::Claim(path) = &limit.key {
+            out.insert(path.join("."));
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Always in the metadata: who the request is, for access logs.
+const METADATA_SUBJECT: &str = "sub";
 
 /// The HCM filter (before the router, after CORS).
 pub(super) fn filter(services: &Services) -> ExtAuthz {

@@ -1,10 +1,11 @@
 //! Small pieces every vrata binary shares: telemetry set-up, the admin HTTP server
-//! (`/healthz`, `/readyz`, `/metrics`), shutdown signals, exit codes, and the xDS client the
+//! (`/healthz`, `/readyz`, `/metrics`), shutdown signals, exit codes, gRPC listening, and the xDS client the
 //! services get their config with ([`xds`]). No business logic lives here, and nothing here
 //! knows the gateway file format or any service's config messages.
 
 pub mod admin;
 pub mod exit;
+pub mod grpc;
 pub mod shutdown;
 pub mod telemetry;
 pub mod xds;

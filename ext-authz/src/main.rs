@@ -145,7 +145,7 @@ async fn serve(cli: Cli) -> anyhow::Result<u8> {
     });
 
     tracing::info!(addr = %cli.listen, "Authorization service listening");
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    let incoming = vrata_common::grpc::incoming(grpc);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

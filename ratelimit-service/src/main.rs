@@ -195,7 +195,7 @@ async fn serve(cli: Cli, redis_override: Option<Vec<String>>) -> anyhow::Result<
         .with_context(|| format!("cannot bind the gRPC address {}", cli.listen))?;
     tracing::info!(addr = %cli.listen, "RateLimitService listening");
     let service = RateLimitServiceServer::new(RateLimiter::new(table, backend, metrics.clone()));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    let incoming = vrata_common::grpc::incoming(grpc);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

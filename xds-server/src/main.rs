@@ -218,7 +218,7 @@ async fn serve(path: PathBuf, args: &ServeArgs) -> anyhow::Result<i32> {
         metrics.clone(),
     ))
     .max_decoding_message_size(64 * 1024 * 1024);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc);
+    let incoming = vrata_common::grpc::incoming(grpc);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))

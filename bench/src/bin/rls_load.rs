@@ -82,7 +82,6 @@ fn request(args: &Args, n: u64) -> RateLimitRequest {
             ..Default::default()
         }],
         hits_addend: 1,
-        ..Default::default()
     }
 }
 

@@ -107,7 +107,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
         );
     }
     drop(plans);
-    let response = if plan.passthrough {
+    if plan.passthrough {
         passthrough(&app, &plan, req, started, rid).await
     } else {
         aggregate(
@@ -119,8 +119,7 @@ async fn handle(State(app): State<Arc<App>>, req: Request) -> Response {
             rid,
         )
         .await
-    };
-    response
+    }
 }
 
 /// The headers every backend of `plan` gets from the client's request.

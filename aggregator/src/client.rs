@@ -38,6 +38,7 @@ impl LoopbackClient {
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(POOL_IDLE)
+            .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
             // Every call goes to one local Envoy: no proxy from the environment.
             .no_proxy()

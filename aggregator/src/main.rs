@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use axum::serve::ListenerExt;
 use clap::Parser;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -219,6 +220,12 @@ async fn serve(cli: Cli, envoy: Option<SocketAddr>) -> anyhow::Result<u8> {
         .await
         .with_context(|| format!("cannot bind the HTTP address {}", cli.listen))?;
     tracing::info!(addr = %cli.listen, "aggregator listening");
+    // Small answers on kept-alive connections from Envoy: never wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let http = tokio::spawn(
         axum::serve(listener, vrata_aggregator::server::router(app))
             .with_graceful_shutdown(stopped(stop_rx.clone()))

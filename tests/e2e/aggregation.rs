@@ -345,3 +345,23 @@ async fn an_aggregate_with_auth_refuses_a_request_without_token_before_any_backe
     assert_eq!(gw.hits(), before + 3);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_definition_applies_without_restart() -> anyhow::Result<()> {
+    let gw = Gateway::start(None).await?;
+    let (_, before) = ok_json(gw.get("/api/profile/4", &[]).await?).await?;
+    assert_eq!(before["path"], "/profiles/4");
+    let old = std::fs::read_to_string(&gw.stack.config)?;
+    let new = old.replace("path: \"/profiles/{id}\"", "path: \"/profiles/v2/{id}\"");
+    anyhow::ensure!(new != old, "the example's profile backend moved");
+    gw.stack.write_config(&new)?;
+    // The aggregator gets the new definitions over ADS; no process is restarted.
+    eventually("the new backend path is used", SYNC, || async {
+        let (_, body) = ok_json(gw.get("/api/profile/4", &[]).await?).await?;
+        anyhow::ensure!(body["path"] == "/profiles/v2/4", "still {}", body["path"]);
+        Ok(())
+    })
+    .await?;
+    assert!(gw.aggregator.proc.logs().contains("definitions applied"));
+    Ok(())
+}

@@ -45,6 +45,7 @@ const FILES: &[&str] = &[
 /// vrata's own files, relative to this crate's root. Their package gets Rust code; every file
 /// of a new package needs its module in `src/lib.rs`.
 const VRATA_FILES: &[&str] = &[
+    "vrata/config/v1/aggregator.proto",
     "vrata/config/v1/authz.proto",
     "vrata/config/v1/ratelimit.proto",
 ];

@@ -1,4 +1,5 @@
-//! End-to-end test harness: starts real Envoy processes, xds-server, ratelimit-service, Redis and
+//! End-to-end test harness: starts real Envoy processes, xds-server, ratelimit-service, the
+//! aggregator, Redis and
 //! upstream servers on free loopback ports, and waits on Envoy's admin API instead of sleeping.
 //!
 //! Everything a test starts is stopped when its handle drops; logs of every process go to a
@@ -6,6 +7,7 @@
 //! itself.
 
 pub mod admin;
+pub mod aggregator;
 pub mod envoy;
 pub mod ext_authz;
 pub mod oidc;
@@ -20,6 +22,7 @@ pub mod upstream;
 pub mod wait;
 pub mod xds;
 
+pub use aggregator::Aggregator;
 pub use envoy::{Ads, Envoy};
 pub use ext_authz::ExtAuthz;
 pub use ratelimit::RateLimitService;

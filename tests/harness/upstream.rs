@@ -2,7 +2,8 @@
 //! received, so tests can assert on what Envoy forwarded (path, headers, method).
 //!
 //! Test controls: request header `x-test-status: 503` sets the answer's status,
-//! `x-test-delay-ms: 500` delays it; [`Upstream::set_status`] makes every answer fail;
+//! `x-test-delay-ms: 500` delays it (so do the query parameters `status=503` and
+//! `delay_ms=500`, for callers that cannot set headers, such as aggregate backends); [`Upstream::set_status`] makes every answer fail;
 //! `GET /healthz` answers 200 or 503 by [`Upstream::set_healthy`] and is not counted as a hit.
 
 use std::net::SocketAddr;
@@ -162,12 +163,22 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let body: Bytes = axum::body::to_bytes(body, 16 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    if let Some(ms) = header_u64(&parts.headers, "x-test-delay-ms") {
+    let query: Map<String, Value> = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+        .collect();
+    let query_u64 = |name: &str| query.get(name).and_then(Value::as_str)?.parse::<u64>().ok();
+    if let Some(ms) = header_u64(&parts.headers, "x-test-delay-ms").or(query_u64("delay_ms")) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let forced = s.forced_status.load(Ordering::SeqCst);
     let status = match forced {
         0 => header_u64(&parts.headers, "x-test-status")
+            .or(query_u64("status"))
             .and_then(|c| u16::try_from(c).ok())
             .and_then(|c| StatusCode::from_u16(c).ok())
             .unwrap_or(StatusCode::OK),
@@ -184,7 +195,7 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
             }
         }
     }
-    let echo = json!({
+    let mut echo = json!({
         "upstream": s.name,
         "method": parts.method.as_str(),
         "path": parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
@@ -192,6 +203,9 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });
+    if !query.is_empty() {
+        echo["query"] = Value::Object(query);
+    }
     (
         status,
         [

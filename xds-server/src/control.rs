@@ -27,7 +27,7 @@ pub struct Current {
     pub loaded_at: SystemTime,
     pub files: Vec<PathBuf>,
     pub resources: std::collections::BTreeMap<&'static str, usize>,
-    /// The state-of-the-world version of each type (CDS, EDS, SDS, LDS, RDS, RLC): what a node in sync
+    /// The state-of-the-world version of each type (CDS, EDS, SDS, LDS, RDS, RLC, AZP, AGG): what a node in sync
     /// has ACKed.
     pub type_versions: std::collections::BTreeMap<&'static str, String>,
     /// The merged gateway config, as JSON (GET /admin/config).
@@ -243,4 +243,5 @@ pub fn resources_of(r: Resources) -> impl Iterator<Item = Resource> {
         .chain(r.route_configs.into_iter().map(Resource::Route))
         .chain(std::iter::once(Resource::RateLimit(r.rate_limit_config)))
         .chain(std::iter::once(Resource::Authz(r.authz_policy)))
+        .chain(std::iter::once(Resource::Aggregator(r.aggregator_config)))
 }

@@ -359,6 +359,20 @@ pub struct Route {
     /// Limits a request must all pass (ratelimit-service decides); empty: not rate limited.
     /// Only on routes to an upstream. Names are unique within the route.
     pub rate_limit: Vec<RateLimit>,
+    /// `response.json`: the JSON answer reshaped by the aggregator. Only on routes to an
+    /// upstream (served through the aggregator as a passthrough) and aggregate routes.
+    pub response_json: Option<JsonShape>,
+}
+
+impl Route {
+    /// Whether Envoy sends this route's requests to the aggregator rather than to an upstream.
+    pub fn via_aggregator(&self) -> bool {
+        match &self.action {
+            Action::Aggregate(_) => true,
+            Action::Upstream(_) => self.response_json.is_some(),
+            Action::Respond(_) | Action::Redirect(_) => false,
+        }
+    }
 }
 
 impl Route {
@@ -382,6 +396,7 @@ impl Route {
             cors: None,
             auth: None,
             rate_limit: Vec::new(),
+            response_json: None,
         }
     }
 }
@@ -437,6 +452,65 @@ pub enum Action {
     Upstream(Name),
     Respond(Respond),
     Redirect(Redirect),
+    /// Fan out to several upstreams through the aggregator and merge their JSON answers.
+    Aggregate(Aggregate),
+}
+
+/// `routes[].aggregate`. Validated: backend names unique, every upstream exists, every
+/// placeholder names a route variable or another backend, no cycles, groups unique.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    /// The whole answer's budget.
+    pub timeout: Duration,
+    /// In file order: the merge order (a later backend wins a key collision).
+    pub backends: Vec<Backend>,
+    /// Send the client's `Authorization` header to the backends.
+    pub forward_authorization: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backend {
+    pub name: Name,
+    pub upstream: Name,
+    /// Path and query with `{var}` (route variable) and `{backend.field}` placeholders.
+    pub path: String,
+    /// The backends whose answers `path` uses, deduplicated, in order of appearance.
+    pub depends_on: Vec<Name>,
+    /// Nest the answer under this key; `None`: merge its keys into the top level.
+    pub group: Option<String>,
+    pub optional: bool,
+    /// Its own budget from the moment it is called; `None`: only the aggregate's.
+    pub timeout: Option<Duration>,
+}
+
+/// `response.json`: applied in the order target, allow, deny, rename.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JsonShape {
+    pub target: Option<JsonPath>,
+    /// Empty: keep everything.
+    pub allow: Vec<JsonPath>,
+    pub deny: Vec<JsonPath>,
+    /// The last key of the path renamed to the new key, in file order.
+    pub rename: Vec<(JsonPath, String)>,
+}
+
+/// A dot path of object keys (`user.address.city`): non-empty segments.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JsonPath(String);
+
+impl JsonPath {
+    pub fn new(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.split('.').any(str::is_empty) {
+            return Err(format!(
+                "invalid JSON path `{s}`: use dot-separated keys such as `user.address.city`"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -673,6 +747,10 @@ pub struct Services {
     pub timeout: Duration,
     pub ext_authz_failure: FailureMode,
     pub ratelimit_failure: FailureMode,
+    /// The aggregator's HTTP address (Envoy cluster `vrata_aggregator`).
+    pub aggregator: SocketAddr,
+    /// Where Envoy listens for the aggregator's backend calls (generated loopback listener).
+    pub aggregator_loopback: SocketAddr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -693,6 +771,15 @@ pub mod defaults {
     /// ratelimit-service's default listen address (SPEC §1).
     /// (The Envoy cluster reaching it is named [`crate::translate::RATELIMIT_CLUSTER`].)
     pub const RATELIMIT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18002);
+    /// The aggregator's default listen address (next to ext-authz's and ratelimit-service's).
+    pub const AGGREGATOR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18003);
+    /// Envoy's loopback listener for the aggregator's backend calls: loopback only, so that
+    /// nothing off the host can use it to bypass the public routes' policies.
+    pub const AGGREGATOR_LOOPBACK: SocketAddr =
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18004);
+    /// An aggregate answers within 3 s unless told otherwise: a page-assembling call that is
+    /// slower is better failed and retried by the client.
+    pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(3);
     /// A decision service on loopback answers in well under a millisecond; 250 ms bounds the
     /// damage of a stuck one without failing healthy slow starts.
     pub const SERVICE_TIMEOUT: Duration = Duration::from_millis(250);

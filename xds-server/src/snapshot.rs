@@ -33,7 +33,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
-use vrata_proto::vrata::config::v1::{AuthzPolicy, RateLimitConfig};
+use vrata_proto::vrata::config::v1::{AggregatorConfig, AuthzPolicy, RateLimitConfig};
 
 /// The xDS resource types vrata serves, in the order a push must follow so that no update
 /// drops traffic: clusters before the endpoints that fill them, both before the listeners and
@@ -52,10 +52,12 @@ pub enum TypeKind {
     RateLimit,
     /// ext-authz's `vrata.config.v1.AuthzPolicy`.
     Authz,
+    /// The aggregator's `vrata.config.v1.AggregatorConfig`.
+    Aggregator,
 }
 
 /// How many resource types there are.
-const TYPE_COUNT: usize = 7;
+const TYPE_COUNT: usize = 8;
 
 impl TypeKind {
     pub const PUSH_ORDER: [TypeKind; TYPE_COUNT] = [
@@ -66,6 +68,7 @@ impl TypeKind {
         TypeKind::Route,
         TypeKind::RateLimit,
         TypeKind::Authz,
+        TypeKind::Aggregator,
     ];
 
     pub fn type_url(self) -> &'static str {
@@ -81,6 +84,7 @@ impl TypeKind {
             TypeKind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
             TypeKind::RateLimit => "type.googleapis.com/vrata.config.v1.RateLimitConfig",
             TypeKind::Authz => "type.googleapis.com/vrata.config.v1.AuthzPolicy",
+            TypeKind::Aggregator => "type.googleapis.com/vrata.config.v1.AggregatorConfig",
         }
     }
 
@@ -98,6 +102,7 @@ impl TypeKind {
             TypeKind::Route => "RDS",
             TypeKind::RateLimit => "RLC",
             TypeKind::Authz => "AZP",
+            TypeKind::Aggregator => "AGG",
         }
     }
 
@@ -106,7 +111,11 @@ impl TypeKind {
     pub fn is_wildcard(self) -> bool {
         matches!(
             self,
-            TypeKind::Cluster | TypeKind::Listener | TypeKind::RateLimit | TypeKind::Authz
+            TypeKind::Cluster
+                | TypeKind::Listener
+                | TypeKind::RateLimit
+                | TypeKind::Authz
+                | TypeKind::Aggregator
         )
     }
 
@@ -135,6 +144,8 @@ pub enum Resource {
     RateLimit(RateLimitConfig),
     /// Named [`crate::translate::AUTHZ_POLICY_NAME`].
     Authz(AuthzPolicy),
+    /// Named [`crate::translate::AGGREGATOR_CONFIG_NAME`].
+    Aggregator(AggregatorConfig),
 }
 
 impl Resource {
@@ -147,6 +158,7 @@ impl Resource {
             Resource::Route(_) => TypeKind::Route,
             Resource::RateLimit(_) => TypeKind::RateLimit,
             Resource::Authz(_) => TypeKind::Authz,
+            Resource::Aggregator(_) => TypeKind::Aggregator,
         }
     }
 
@@ -159,6 +171,7 @@ impl Resource {
             Resource::Route(r) => &r.name,
             Resource::RateLimit(_) => crate::translate::RATELIMIT_DOMAIN,
             Resource::Authz(_) => crate::translate::AUTHZ_POLICY_NAME,
+            Resource::Aggregator(_) => crate::translate::AGGREGATOR_CONFIG_NAME,
         }
     }
 
@@ -177,6 +190,7 @@ impl Resource {
             Resource::Route(m) => pack(m),
             Resource::RateLimit(m) => pack(m),
             Resource::Authz(m) => pack(m),
+            Resource::Aggregator(m) => pack(m),
         }
     }
 }

@@ -76,6 +76,7 @@ fn yaml_reads_back_as_the_json() {
             "route_configs": list(resources.route_configs.iter().map(|m| vrata_proto::to_json(m).expect("json")).collect()),
             "ratelimit_service": vrata_proto::to_json(&resources.rate_limit_config).expect("json"),
             "ext_authz": vrata_proto::to_json(&resources.authz_policy).expect("json"),
+            "aggregator": vrata_proto::to_json(&resources.aggregator_config).expect("json"),
         });
         assert_eq!(normalize(read_back), normalize(expected), "{name}");
     }

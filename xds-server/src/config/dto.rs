@@ -262,7 +262,7 @@ pub(crate) struct CircuitBreakerDto {
     pub max_retries: Opt<u32>,
 }
 
-/// A routing rule: a match and exactly one of `upstream`, `respond`, `redirect`.
+/// A routing rule: a match and exactly one of `upstream`, `respond`, `redirect`, `aggregate`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(rename = "Route", deny_unknown_fields)]
 pub(crate) struct RouteDto {
@@ -295,6 +295,67 @@ pub(crate) struct RouteDto {
     /// Rate limits, decided by ratelimit-service; a request must pass every one. Only on routes
     /// to an `upstream`.
     pub rate_limit: Opt<Vec<Spanned<RateLimitDto>>>,
+    /// Answer with the merged JSON of several backends, called concurrently by the aggregator.
+    pub aggregate: Opt<AggregateDto>,
+    /// Reshape the response (served through the aggregator).
+    pub response: Opt<ResponseDto>,
+}
+
+/// `routes[].aggregate`: one request fans out to several backends whose JSON answers are
+/// merged into one object.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Aggregate", deny_unknown_fields)]
+pub(crate) struct AggregateDto {
+    /// Budget of the whole answer. Default 3s.
+    pub timeout: Opt<DurationDto>,
+    /// Called concurrently (a backend whose path names another backend's field waits for that
+    /// one); merged in this order, a later backend winning a key collision.
+    pub backends: List<BackendDto>,
+    /// Send the client's `Authorization` header to the backends. Default `false`.
+    pub forward_authorization: Opt<bool>,
+}
+
+/// One backend of an aggregate.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Backend", deny_unknown_fields)]
+pub(crate) struct BackendDto {
+    /// Unique within the aggregate; other backends' paths refer to its answer by it.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_.-]{1,128}$"))]
+    pub name: Spanned<String>,
+    /// The upstream called (through Envoy, with the upstream's policies).
+    pub upstream: Spanned<String>,
+    /// Path and query, e.g. `/orders?user={id}`: `{id}` is a variable of the route's
+    /// `path_template`, `{user.segment}` a field of backend `user`'s answer.
+    pub path: Spanned<String>,
+    /// Nest the answer under this key. Needed for answers that are not JSON objects.
+    pub group: Opt<String>,
+    /// A failure leaves the group `null` and sets `X-Vrata-Completed: false` instead of
+    /// failing the request. Default `false`.
+    pub optional: Opt<bool>,
+    /// This backend's own budget, counted from its call. Default: the aggregate's.
+    pub timeout: Opt<DurationDto>,
+}
+
+/// `routes[].response`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Response", deny_unknown_fields)]
+pub(crate) struct ResponseDto {
+    /// Reshape a JSON answer: `target`, then `allow`, `deny`, `rename`.
+    pub json: Opt<JsonShapeDto>,
+}
+
+/// JSON response shaping. Paths are dot-separated keys (`user.address.city`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "JsonShape", deny_unknown_fields)]
+pub(crate) struct JsonShapeDto {
+    /// Keep only these paths.
+    pub allow: Opt<Vec<Spanned<String>>>,
+    /// Remove these paths.
+    pub deny: Opt<Vec<Spanned<String>>>,
+    /// Rename keys in place: `path: new_key`.
+    pub rename: Opt<NamedMap<String>>,
+    /// Answer with the value at this path instead of the whole document.
+    pub target: Opt<String>,
 }
 
 /// At most `limit` requests in any window of `per`, counted per `key`.
@@ -647,6 +708,12 @@ pub(crate) struct ServicesDto {
     pub ext_authz_failure: Opt<FailureModeDto>,
     /// When ratelimit-service is unreachable: `allow` (default) or `deny`.
     pub ratelimit_failure: Opt<FailureModeDto>,
+    /// The aggregator's HTTP address, `IP:PORT`. Default `127.0.0.1:18003`.
+    pub aggregator: Opt<String>,
+    /// Where Envoy listens for the aggregator's backend calls, `IP:PORT` (keep it on loopback
+    /// or a private network: it reaches every upstream without the public routes' policies).
+    /// Default `127.0.0.1:18004`.
+    pub aggregator_loopback: Opt<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -201,6 +201,8 @@ routes:
             timeout: Duration::from_millis(100),
             ext_authz_failure: FailureMode::Allow,
             ratelimit_failure: FailureMode::Deny,
+            aggregator: defaults::AGGREGATOR,
+            aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
         }
     );
     assert_eq!(gw.routes.len(), 4);
@@ -248,6 +250,7 @@ routes:
             }),
             auth: None,
             rate_limit: Vec::new(),
+            response_json: None,
         }
     );
     assert_eq!(
@@ -324,6 +327,8 @@ fn defaults() {
             timeout: defaults::SERVICE_TIMEOUT,
             ext_authz_failure: FailureMode::Deny,
             ratelimit_failure: FailureMode::Allow,
+            aggregator: defaults::AGGREGATOR,
+            aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
         }
     );
 
@@ -376,7 +381,7 @@ fn unknown_keys_with_suggestions() {
             "gw.yaml:7:13: unknown key `method`; did you mean `methods`?",
             "gw.yaml:8:5: unknown key `colour` (expected `name`, `match`, `upstream`, `respond`, \
              `redirect`, `rewrite`, `request_headers`, `response_headers`, `timeout`, `retries`, `cors`, \
-             `auth` or `rate_limit`)",
+             `auth`, `rate_limit`, `aggregate` or `response`)",
         ]
     );
     assert_eq!(
@@ -482,7 +487,7 @@ fn plain_scalars_are_accepted_as_strings() {
         ),
         [
             "gw.yaml:1:20: expected a string, found null",
-            "gw.yaml:2:10: a route needs one of `upstream`, `respond` or `redirect`",
+            "gw.yaml:2:10: a route needs one of `upstream`, `respond`, `redirect` or `aggregate`",
         ]
     );
 }
@@ -687,9 +692,9 @@ fn route_names_and_actions() {
         [
             "gw.yaml:6:15: unknown upstream `ordrs`; did you mean `orders`?",
             "gw.yaml:7:11: route `a` is already defined at gw.yaml:5:11",
-            "gw.yaml:9:5: a route needs one of `upstream`, `respond` or `redirect`",
-            "gw.yaml:12:14: `respond` cannot be combined with `upstream`: a route has exactly one of `upstream`, `respond` or `redirect`",
-            "gw.yaml:13:15: `redirect` cannot be combined with `upstream`: a route has exactly one of `upstream`, `respond` or `redirect`",
+            "gw.yaml:9:5: a route needs one of `upstream`, `respond`, `redirect` or `aggregate`",
+            "gw.yaml:12:14: `respond` cannot be combined with `upstream`: a route has exactly one of `upstream`, `respond`, `redirect` or `aggregate`",
+            "gw.yaml:13:15: `redirect` cannot be combined with `upstream`: a route has exactly one of `upstream`, `respond`, `redirect` or `aggregate`",
             "gw.yaml:14:11: invalid name \"bad/name\": use 1 to 128 characters of A-Z a-z 0-9 - _ .",
         ]
     );
@@ -1496,4 +1501,115 @@ fn vrata_upstream_names_are_reserved() {
             "gw.yaml:2:3: upstream names starting with `vrata_` are reserved for the clusters of vrata's own services"
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Aggregation
+
+const THREE_UPSTREAMS: &str = "upstreams:\n  users: {endpoints: [\"10.0.0.1:80\"]}\n  orders: {endpoints: [\"10.0.0.2:80\"]}\n  reco: {endpoints: [\"10.0.0.3:80\"]}\n";
+
+#[test]
+fn aggregates_convert() {
+    let gw = ok(&format!(
+        "{THREE_UPSTREAMS}services: {{aggregator: \"127.0.0.1:7003\", aggregator_loopback: \"127.0.0.1:7004\"}}\nroutes:
+  - name: dash
+    match: {{path_template: \"/u/{{id}}/dash\"}}
+    aggregate:
+      timeout: 1s
+      forward_authorization: true
+      backends:
+        - {{name: reco, upstream: reco, path: \"/reco/{{user.profile.segment}}?u={{id}}\", group: recommendations, optional: true}}
+        - {{name: user, upstream: users, path: \"/users/{{id}}\", group: user}}
+        - {{name: orders, upstream: orders, path: \"/orders?user={{id}}\", optional: true, timeout: 300ms}}
+    response:
+      json: {{deny: [user.internal], rename: {{user.createdAt: created_at}}, allow: [user, recommendations], target: x.y}}
+  - name: card
+    upstream: users
+    response: {{json: {{allow: [id]}}}}
+"
+    ));
+    assert_eq!(gw.services.aggregator, addr("127.0.0.1:7003"));
+    assert_eq!(gw.services.aggregator_loopback, addr("127.0.0.1:7004"));
+    let Action::Aggregate(a) = &gw.routes[0].action else {
+        panic!("an aggregate");
+    };
+    assert_eq!(a.timeout, Duration::from_secs(1));
+    assert!(a.forward_authorization);
+    assert_eq!(a.backends.len(), 3);
+    assert_eq!(a.backends[0].depends_on, [name("user")]);
+    assert_eq!(a.backends[0].group.as_deref(), Some("recommendations"));
+    assert!(a.backends[0].optional);
+    assert_eq!(a.backends[2].timeout, Some(Duration::from_millis(300)));
+    assert_eq!(a.backends[2].group, None);
+    let shape = gw.routes[0].response_json.as_ref().expect("shape");
+    assert_eq!(shape.deny[0].as_str(), "user.internal");
+    assert_eq!(shape.rename[0].1, "created_at");
+    assert_eq!(shape.target.as_ref().map(|t| t.as_str()), Some("x.y"));
+    assert!(gw.routes[0].via_aggregator());
+    assert!(gw.routes[1].via_aggregator());
+    // Defaults.
+    let d = ok(&format!(
+        "{THREE_UPSTREAMS}routes:\n  - name: d\n    aggregate: {{backends: [{{name: u, upstream: users, path: /u}}]}}\n"
+    ));
+    let Action::Aggregate(a) = &d.routes[0].action else {
+        panic!("an aggregate");
+    };
+    assert_eq!(a.timeout, defaults::AGGREGATE_TIMEOUT);
+    assert!(!a.forward_authorization);
+    assert_eq!(d.services.aggregator, defaults::AGGREGATOR);
+}
+
+#[test]
+fn aggregate_rules() {
+    let e = errors(&format!(
+        "{THREE_UPSTREAMS}routes:
+  - name: dash
+    match: {{path_template: \"/u/{{id}}\"}}
+    aggregate:
+      backends:
+        - {{name: a, upstream: userz, path: \"/a/{{idd}}\"}}
+        - {{name: b, upstream: users, path: \"/b/{{nobody.x}}\", group: g}}
+        - {{name: c, upstream: users, path: \"/c/{{c.x}}\", group: g}}
+        - {{name: a, upstream: users, path: \"x\"}}
+"
+    ));
+    assert_eq!(
+        e,
+        [
+            "gw.yaml:10:31: unknown upstream `userz`; did you mean `users`?",
+            "gw.yaml:10:48: `{idd}` is not a variable of the route's path template; did you mean `id`?; `{backend.field}` names another backend's answer",
+            "gw.yaml:11:48: unknown backend `nobody` in `{nobody.x}`",
+            "gw.yaml:12:48: backend `c` cannot use its own answer",
+            "gw.yaml:13:45: a backend path starts with `/`, found `x`",
+        ]
+    );
+    let cycle = errors(&format!(
+        "{THREE_UPSTREAMS}routes:
+  - name: dash
+    aggregate:
+      backends:
+        - {{name: a, upstream: users, path: \"/a/{{b.x}}\"}}
+        - {{name: b, upstream: users, path: \"/b/{{a.y}}\"}}
+"
+    ));
+    assert_eq!(
+        cycle,
+        ["gw.yaml:9:44: backends `a` -> `b` -> `a` wait for each other's answers: a cycle"]
+    );
+    let misc = errors(&format!(
+        "{THREE_UPSTREAMS}routes:
+  - name: dash
+    aggregate: {{backends: []}}
+    rewrite: {{path_prefix: /x}}
+    retries: {{retry_on: [reset]}}
+  - name: direct
+    respond: {{status: 200}}
+    response: {{json: {{deny: [a..b]}}}}
+  - name: groups
+    upstream: users
+    aggregate: {{backends: [{{name: a, upstream: users, path: /a}}]}}
+"
+    ));
+    assert_eq!(misc.len(), 6, "{misc:#?}");
+    assert!(misc[0].contains("`backends` is empty"), "{misc:#?}");
 }

@@ -11,6 +11,7 @@
 //! public contracts (problem+json bodies, JSON log lines); `render` prints resources.
 
 mod access_log;
+mod aggregate;
 mod authz;
 mod cluster;
 mod listener;
@@ -30,9 +31,13 @@ use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route as envoy_route, route_action,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
-use vrata_proto::vrata::config::v1::{AuthzPolicy, RateLimitConfig};
+use vrata_proto::vrata::config::v1::{AggregatorConfig, AuthzPolicy, RateLimitConfig};
 
 pub use access_log::FIELDS as ACCESS_LOG_FIELDS;
+pub use aggregate::{
+    AGGREGATE_GRACE, AGGREGATE_HEADER, AGGREGATOR_CLUSTER, AGGREGATOR_CONFIG_NAME,
+    LOOPBACK_LISTENER, UPSTREAM_HEADER,
+};
 pub use authz::{
     AUTHZ_POLICY_NAME, CHECKED_HEADERS, EXT_AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, ROUTE_CONTEXT_KEY,
 };
@@ -64,6 +69,8 @@ pub struct Resources {
     pub rate_limit_config: RateLimitConfig,
     /// ext-authz's config (served to ext-authz over ADS).
     pub authz_policy: AuthzPolicy,
+    /// The aggregator's config (served to the aggregator over ADS); always present.
+    pub aggregator_config: AggregatorConfig,
 }
 
 impl Resources {
@@ -121,6 +128,13 @@ pub fn translate(gw: &Gateway) -> Resources {
         .iter()
         .map(|l| route::route_configuration(gw, l))
         .collect();
+    if aggregate::in_use(gw) {
+        let (cluster, cla) = aggregate::cluster(&gw.services);
+        clusters.push(cluster);
+        endpoints.push(cla);
+        listeners.push(aggregate::loopback_listener(&gw.services));
+        route_configs.push(aggregate::loopback_routes(gw));
+    }
 
     let secrets = tls::secrets(gw);
 
@@ -136,6 +150,7 @@ pub fn translate(gw: &Gateway) -> Resources {
         route_configs,
         rate_limit_config: rate_limit::service_config(gw),
         authz_policy: authz::service_policy(gw),
+        aggregator_config: aggregate::service_config(gw),
     }
 }
 
@@ -200,6 +215,8 @@ mod tests {
                 timeout: defaults::SERVICE_TIMEOUT,
                 ext_authz_failure: FailureMode::Deny,
                 ratelimit_failure: FailureMode::Allow,
+                aggregator: defaults::AGGREGATOR,
+                aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
             },
             auth_providers: BTreeMap::new(),
             rate_limits: Default::default(),

@@ -37,6 +37,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
 };
 
+use super::aggregate;
 use super::listener::CORS_FILTER;
 use super::{authz, local_reply, pb};
 use crate::model::{
@@ -271,14 +272,22 @@ pub(crate) fn routes_for(route: &model::Route, upstream: Option<&Upstream>) -> V
         ..Default::default()
     };
     match &route.action {
-        Action::Upstream(cluster) => {
-            let mut action = route_action(route, cluster.as_str(), upstream);
+        Action::Upstream(_) | Action::Aggregate(_) => {
+            let via_aggregator = route.via_aggregator();
+            let (cluster, upstream) = match &route.action {
+                Action::Upstream(name) if !via_aggregator => (name.as_str(), upstream),
+                _ => (aggregate::AGGREGATOR_CLUSTER, None),
+            };
+            let mut action = route_action(route, cluster, upstream);
+            if via_aggregator {
+                action.timeout = aggregate::envoy_timeout(route).map(pb::duration);
+            }
             let cors: Option<CorsPolicy> = route.cors.as_ref().map(cors_policy);
             if let Some(policy) = &cors
                 && !methods.is_empty()
                 && !methods.iter().any(|m| m.0 == "OPTIONS")
             {
-                out.push(preflight_route(route, policy, cluster.as_str()));
+                out.push(preflight_route(route, policy, cluster));
             }
             let mut request_headers: Vec<_> = route.request_headers.set.iter().collect();
             // `host` cannot be set as a header; Envoy rewrites it with host_rewrite_literal.
@@ -302,6 +311,13 @@ pub(crate) fn routes_for(route: &model::Route, upstream: Option<&Upstream>) -> V
                     .iter()
                     .map(|(k, v)| pb::set_header(k.as_str(), v)),
             );
+            if via_aggregator {
+                // Overwrites a client's copy: a client cannot pick another route's definition.
+                request_headers_to_add.push(pb::set_header(
+                    aggregate::AGGREGATE_HEADER,
+                    route.name.as_str(),
+                ));
+            }
             let base = Route {
                 request_headers_to_add,
                 request_headers_to_remove: names(&route.request_headers.remove),
@@ -495,7 +511,7 @@ fn route_action(route: &model::Route, cluster: &str, upstream: Option<&Upstream>
 }
 
 /// What a consistent-hash balancer hashes, on every route to its upstream.
-fn hash_policy(balance: &Balance) -> Vec<route_action::HashPolicy> {
+pub(super) fn hash_policy(balance: &Balance) -> Vec<route_action::HashPolicy> {
     use route_action::hash_policy::{ConnectionProperties, Cookie, Header, PolicySpecifier};
     let hash_on = match balance {
         Balance::RingHash(on) | Balance::Maglev(on) => on,
@@ -815,6 +831,8 @@ mod tests {
                 timeout: defaults::SERVICE_TIMEOUT,
                 ext_authz_failure: FailureMode::Deny,
                 ratelimit_failure: FailureMode::Allow,
+                aggregator: defaults::AGGREGATOR,
+                aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
             },
             auth_providers: BTreeMap::new(),
             rate_limits: Default::default(),

@@ -24,6 +24,8 @@ pub fn services() -> Services {
         timeout: defaults::SERVICE_TIMEOUT,
         ext_authz_failure: FailureMode::Deny,
         ratelimit_failure: FailureMode::Allow,
+        aggregator: defaults::AGGREGATOR,
+        aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
     }
 }
 

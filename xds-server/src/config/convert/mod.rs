@@ -4,6 +4,7 @@
 //! Conversion never stops at a problem: it reports it, substitutes a default or skips the item,
 //! and checks the rest. The model it returns is only used when nothing was reported.
 
+mod aggregate;
 mod auth;
 mod listener;
 mod rate_limits;

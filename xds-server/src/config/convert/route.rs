@@ -43,7 +43,13 @@ pub(crate) fn convert(
         }),
         Some(m) => m.get().and_then(|m| route_match(cx, m)),
     };
-    let action = action(cx, r, dto.pos(), upstreams);
+    let action = action(
+        cx,
+        r,
+        dto.pos(),
+        matcher.as_ref().map(|m| &m.path),
+        upstreams,
+    );
     let rewrite = rewrite(cx, r, matcher.as_ref().map(|m| &m.path));
     let request_headers = header_rules(cx, &r.request_headers);
     let response_headers = header_rules(cx, &r.response_headers);
@@ -58,8 +64,19 @@ pub(crate) fn convert(
             .get()
             .and_then(|items| super::rate_limits::route_limits(cx, items)),
     };
+    let response_json = match r.response.as_ref() {
+        None => Some(None),
+        Some(f) => f.get().and_then(|resp| match &resp.json {
+            None => Some(None),
+            Some(j) => j
+                .get()
+                .and_then(|j| super::aggregate::json_shape(cx, j))
+                .map(Some),
+        }),
+    };
     let proxy_settings_ok = proxy_only(cx, r);
-    if !proxy_settings_ok {
+    let aggregate_settings_ok = not_on_aggregates(cx, r);
+    if !proxy_settings_ok || !aggregate_settings_ok {
         return None;
     }
     let route = Route {
@@ -74,6 +91,7 @@ pub(crate) fn convert(
         cors: cors?,
         auth: auth?,
         rate_limit: rate_limit?,
+        response_json: response_json?,
     };
     unique.then_some(route)
 }
@@ -92,6 +110,8 @@ fn proxy_only(cx: &Cx<'_>, r: &RouteDto) -> bool {
         ("timeout", r.timeout.as_ref().map(|f| f.pos())),
         // Envoy's ratelimit filter only acts on routes with a route action.
         ("rate_limit", r.rate_limit.as_ref().map(|f| f.pos())),
+        // Nothing to reshape: the answer is the gateway's own.
+        ("response", r.response.as_ref().map(|f| f.pos())),
     ];
     let mut ok = true;
     for (key, pos) in fields {
@@ -102,6 +122,32 @@ fn proxy_only(cx: &Cx<'_>, r: &RouteDto) -> bool {
             );
             ok = false;
         }
+    }
+    ok
+}
+
+/// Settings an aggregate route cannot have: the aggregator builds the backend paths itself
+/// (no `rewrite`) and a retried aggregate would call every backend again (no `retries`).
+fn not_on_aggregates(cx: &Cx<'_>, r: &RouteDto) -> bool {
+    if r.aggregate.is_none() {
+        return true;
+    }
+    let mut ok = true;
+    if let Some(f) = &r.rewrite {
+        cx.error(
+            f.pos(),
+            "`rewrite` does not apply to an `aggregate` route: each backend's `path` says what it \
+             is called with",
+        );
+        ok = false;
+    }
+    if let Some(f) = &r.retries {
+        cx.error(
+            f.pos(),
+            "`retries` does not apply to an `aggregate` route: a retry would call every backend \
+             again",
+        );
+        ok = false;
     }
     ok
 }
@@ -286,12 +332,19 @@ fn header_map(
     ok.then_some(out)
 }
 
-fn action(cx: &Cx<'_>, r: &RouteDto, route: Pos, upstreams: &Upstreams<'_>) -> Option<Action> {
-    const KEYS: [&str; 3] = ["upstream", "respond", "redirect"];
+fn action(
+    cx: &Cx<'_>,
+    r: &RouteDto,
+    route: Pos,
+    matched: Option<&PathMatch>,
+    upstreams: &Upstreams<'_>,
+) -> Option<Action> {
+    const KEYS: [&str; 4] = ["upstream", "respond", "redirect", "aggregate"];
     let mut given: Vec<(&str, Pos)> = [
         r.upstream.as_ref().map(Spanned::pos),
         r.respond.as_ref().map(Spanned::pos),
         r.redirect.as_ref().map(Spanned::pos),
+        r.aggregate.as_ref().map(Spanned::pos),
     ]
     .into_iter()
     .zip(KEYS)
@@ -336,6 +389,10 @@ fn action(cx: &Cx<'_>, r: &RouteDto, route: Pos, upstreams: &Upstreams<'_>) -> O
     }
     if let Some(resp) = &r.respond {
         return respond(cx, resp.get()?).map(Action::Respond);
+    }
+    if let Some(agg) = &r.aggregate {
+        return super::aggregate::aggregate(cx, agg.get()?, agg.pos(), matched, upstreams)
+            .map(Action::Aggregate);
     }
     let red = r.redirect.as_ref()?;
     redirect(cx, red.get()?, red.pos()).map(Action::Redirect)

@@ -17,6 +17,8 @@ pub(crate) fn convert(cx: &Cx<'_>, dto: Option<&ServicesDto>) -> Services {
             timeout: defaults::SERVICE_TIMEOUT,
             ext_authz_failure: FailureMode::Deny,
             ratelimit_failure: FailureMode::Allow,
+            aggregator: defaults::AGGREGATOR,
+            aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
         };
     };
     Services {
@@ -25,6 +27,8 @@ pub(crate) fn convert(cx: &Cx<'_>, dto: Option<&ServicesDto>) -> Services {
         timeout: duration(&s.timeout, defaults::SERVICE_TIMEOUT),
         ext_authz_failure: mode(or(&s.ext_authz_failure, FailureModeDto::Deny)),
         ratelimit_failure: mode(or(&s.ratelimit_failure, FailureModeDto::Allow)),
+        aggregator: address(cx, &s.aggregator, defaults::AGGREGATOR),
+        aggregator_loopback: address(cx, &s.aggregator_loopback, defaults::AGGREGATOR_LOOPBACK),
     }
 }
 

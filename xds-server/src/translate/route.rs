@@ -818,6 +818,7 @@ mod tests {
             },
             auth_providers: BTreeMap::new(),
             rate_limits: Default::default(),
+            observability: Default::default(),
         }
     }
 

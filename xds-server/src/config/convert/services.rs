@@ -1,13 +1,11 @@
 //! `services`.
 
-use std::net::SocketAddr;
-
 use super::Cx;
 use super::upstream::duration;
 use crate::config::dto::{FailureModeDto, ServicesDto};
 use crate::config::spanned::{Spanned, or};
 use crate::config::syntax;
-use crate::model::{FailureMode, Services, defaults};
+use crate::model::{FailureMode, ServiceAddress, Services, defaults};
 
 pub(crate) fn convert(cx: &Cx<'_>, dto: Option<&ServicesDto>) -> Services {
     let Some(s) = dto else {
@@ -28,18 +26,21 @@ pub(crate) fn convert(cx: &Cx<'_>, dto: Option<&ServicesDto>) -> Services {
     }
 }
 
-fn address(cx: &Cx<'_>, field: &Option<Spanned<String>>, default: SocketAddr) -> SocketAddr {
-    cx.check_opt(field, |text| {
-        syntax::socket_addr(text).map_err(|message| {
-            if syntax::dns_target(text).is_ok() {
-                format!(
-                    "`{text}` is a host name: this version of vrata needs IP:PORT here \
-                     (e.g. 127.0.0.1:18001)"
-                )
-            } else {
-                message
-            }
-        })
+/// `IP:PORT`, or `HOST:PORT` with a DNS name Envoy resolves (docker-compose service names,
+/// Kubernetes services: every address of the name is a replica).
+fn address(
+    cx: &Cx<'_>,
+    field: &Option<Spanned<String>>,
+    default: ServiceAddress,
+) -> ServiceAddress {
+    cx.check_opt(field, |text| match syntax::socket_addr(text) {
+        Ok(addr) => Ok(ServiceAddress::Ip(addr)),
+        Err(message) => match syntax::dns_target(text) {
+            Ok((host, port)) => Ok(ServiceAddress::Dns { host, port }),
+            Err(_) => Err(format!(
+                "{message}, or HOST:PORT with a DNS name (e.g. ext-authz:18001)"
+            )),
+        },
     })
     .ok()
     .flatten()

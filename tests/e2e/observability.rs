@@ -370,6 +370,12 @@ async fn known_traffic_is_counted_exactly_in_logs_and_metrics() -> anyhow::Resul
         (N + LIMIT) as f64
     );
     assert_eq!(get("route", "ok")["totals"]["requests"], N as f64);
+    // The history has it too: Envoy's first flush (before any traffic) was the baseline.
+    let in_series: f64 = get("listener", "public")["series"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p["requests"].as_f64()).sum())
+        .unwrap_or(0.0);
+    assert_eq!(in_series, total as f64);
     Ok(())
 }
 
@@ -487,5 +493,67 @@ async fn two_envoys_stream_their_stats_to_the_fleet_view() -> anyhow::Result<()>
         Ok(())
     })
     .await?;
+    Ok(())
+}
+
+/// The dashboard as a person sees it: headless Chromium shows both Envoys with their version,
+/// the counts rise after traffic, no console errors; the screenshot is kept in
+/// `target/test-artifacts/dashboard.png`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_both_envoys_and_rising_counts_in_chromium() -> anyhow::Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = vrata_e2e::browser::ensure_installed()?;
+    let screenshot = vrata_e2e::browser::artifacts()?.join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let upstream = Upstream::start("app").await?;
+    let yaml = format!(
+        "listeners:\n  - name: public\n    address: \"127.0.0.1:{{port}}\"\nupstreams:\n  app: {{endpoints: [\"{}\"]}}\nroutes:\n  - name: ok\n    match: {{path_prefix: /}}\n    upstream: app\n",
+        upstream.endpoint()
+    );
+    let stack = Stack::start_with(&yaml, &[Ads::StateOfTheWorld, Ads::Delta]).await?;
+    const TRAFFIC: usize = 20;
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join("dashboard.mjs"))
+        .args(["--url", &format!("http://127.0.0.1:{}/", stack.xds.admin_port)])
+        .args(["--nodes", "2", "--expect-increase", &TRAFFIC.to_string()])
+        .arg("--screenshot")
+        .arg(&screenshot)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let mut output = Vec::new();
+    let run = async {
+        // Traffic only once the page shows the baseline.
+        while let Some(line) = lines.next_line().await? {
+            output.push(line.clone());
+            if line.starts_with("BASELINE") {
+                for i in 0..TRAFFIC {
+                    assert_eq!(stack.get(&format!("/r/{i}")).await?.status(), 200);
+                }
+            }
+        }
+        anyhow::Ok(child.wait_with_output().await?)
+    };
+    let done = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .map_err(|_| anyhow::anyhow!("the browser check did not finish"))??;
+    let report = output.join("\n");
+    assert!(
+        done.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(report.contains("INCREASED"), "{report}");
+    let versions = output
+        .iter()
+        .find_map(|l| l.strip_prefix("VERSIONS "))
+        .unwrap_or_default();
+    assert_eq!(versions.matches("envoy 1.40.").count(), 2, "{report}");
+    let png = std::fs::read(&screenshot)?;
+    assert!(png.starts_with(b"\x89PNG"), "a screenshot at {}", screenshot.display());
     Ok(())
 }

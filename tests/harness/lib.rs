@@ -6,6 +6,7 @@
 //! itself.
 
 pub mod admin;
+pub mod browser;
 pub mod envoy;
 pub mod ext_authz;
 pub mod oidc;

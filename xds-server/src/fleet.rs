@@ -215,6 +215,8 @@ struct NodeStats {
     first_seen: SystemTime,
     last_seen: SystemTime,
     streaming: bool,
+    /// Reports received since the node was first seen.
+    reports: u64,
     /// Last cumulative value of each counter we use.
     counters: HashMap<String, f64>,
     /// Requests through the node's listeners, per slot.
@@ -282,6 +284,7 @@ impl Fleet {
                 first_seen: now,
                 last_seen: now,
                 streaming: true,
+                reports: 0,
                 counters: HashMap::new(),
                 series: Series::default(),
             });
@@ -310,9 +313,11 @@ impl Fleet {
                 return;
             };
             // A counter seen for the first time after the node's first report was zero
-            // before: all of it happened since. On the first report it is only a baseline
-            // (Envoy may have run long before xds-server started).
-            let baseline = n.counters.is_empty();
+            // before (Envoy only sends counters that were ever used): all of it happened
+            // since. On the first report it is only a baseline (Envoy may have run long
+            // before xds-server started).
+            let baseline = n.reports == 0;
+            n.reports += 1;
             n.last_seen = now;
             let mut deltas: Vec<(Kind, &str, Field, f64)> = Vec::new();
             let mut latencies: Vec<(Kind, &str, f64, f64)> = Vec::new();
@@ -574,6 +579,12 @@ mod tests {
         let fleet = Fleet::default();
         fleet.set_names(names());
         let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // A first report without any counter we use (a fresh Envoy sends only used ones),
+        // then the counter appears: all of it is new traffic.
+        fleet.connected("fresh", "", t0);
+        fleet.report("fresh", &[], t0);
+        fleet.report("fresh", &[counter("cluster.orders.upstream_rq_total", 3.0)], t0 + STEP);
+        fleet.disconnected("fresh");
         for node in ["a", "b"] {
             fleet.connected(node, "envoy 1.40.0", t0);
             // First report: a baseline.
@@ -602,7 +613,8 @@ mod tests {
             t1,
         );
         let s = fleet.summary(t1 + STEP);
-        assert_eq!(s.nodes.len(), 2);
+        assert_eq!(s.nodes.len(), 3);
+        assert!(!s.nodes[2].streaming);
         assert_eq!(s.nodes[0].agent, "envoy 1.40.0");
         assert_eq!(s.nodes[0].requests_total, 110.0);
         let public = s
@@ -618,8 +630,9 @@ mod tests {
             .iter()
             .find(|e| e.kind == Kind::Upstream)
             .expect("upstream");
-        // A counter first seen after the baseline counts whole.
-        assert_eq!(orders.series.last().map(|p| p.requests), Some(4.0));
+        // A counter first seen after the baseline counts whole: 4 from a, 3 from fresh.
+        assert_eq!(orders.series.last().map(|p| p.requests), Some(7.0));
+        assert_eq!(orders.totals.requests, 7.0);
         assert_eq!(orders.p99_ms, Some(30.0));
         // Weighted by requests: a had 4, b none (weight 1).
         assert_eq!(orders.p50_ms, Some((2.0 * 4.0 + 4.0) / 5.0));

@@ -515,7 +515,10 @@ async fn the_dashboard_shows_both_envoys_and_rising_counts_in_chromium() -> anyh
     const TRAFFIC: usize = 20;
     let mut child = tokio::process::Command::new("node")
         .arg(dir.join("dashboard.mjs"))
-        .args(["--url", &format!("http://127.0.0.1:{}/", stack.xds.admin_port)])
+        .args([
+            "--url",
+            &format!("http://127.0.0.1:{}/", stack.xds.admin_port),
+        ])
         .args(["--nodes", "2", "--expect-increase", &TRAFFIC.to_string()])
         .arg("--screenshot")
         .arg(&screenshot)
@@ -523,7 +526,10 @@ async fn the_dashboard_shows_both_envoys_and_rising_counts_in_chromium() -> anyh
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
     let mut output = Vec::new();
     let run = async {
@@ -554,6 +560,10 @@ async fn the_dashboard_shows_both_envoys_and_rising_counts_in_chromium() -> anyh
         .unwrap_or_default();
     assert_eq!(versions.matches("envoy 1.40.").count(), 2, "{report}");
     let png = std::fs::read(&screenshot)?;
-    assert!(png.starts_with(b"\x89PNG"), "a screenshot at {}", screenshot.display());
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "a screenshot at {}",
+        screenshot.display()
+    );
     Ok(())
 }

@@ -583,7 +583,11 @@ mod tests {
         // then the counter appears: all of it is new traffic.
         fleet.connected("fresh", "", t0);
         fleet.report("fresh", &[], t0);
-        fleet.report("fresh", &[counter("cluster.orders.upstream_rq_total", 3.0)], t0 + STEP);
+        fleet.report(
+            "fresh",
+            &[counter("cluster.orders.upstream_rq_total", 3.0)],
+            t0 + STEP,
+        );
         fleet.disconnected("fresh");
         for node in ["a", "b"] {
             fleet.connected(node, "envoy 1.40.0", t0);

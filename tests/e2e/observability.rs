@@ -260,6 +260,14 @@ async fn known_traffic_is_counted_exactly_in_logs_and_metrics() -> anyhow::Resul
     assert_eq!(e.get("envoy_http_ext_authz_denied", &hcm)?, K as f64);
     let app = [("envoy_cluster_name", "app")];
     assert_eq!(e.get("envoy_cluster_ratelimit_over_limit", &app)?, L as f64);
+    assert_eq!(e.get("envoy_cluster_ext_authz_denied", &app)?, K as f64);
+    assert_eq!(
+        e.get(
+            "envoy_vhost_route_upstream_rq_total",
+            &[("envoy_route", "ok")]
+        )?,
+        N as f64
+    );
     assert_eq!(
         e.get("envoy_cluster_upstream_rq_completed", &app)?,
         (N + LIMIT) as f64

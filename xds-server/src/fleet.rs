@@ -74,8 +74,9 @@ enum Field {
     Latency,
 }
 
-/// `(suffix, field)` per kind. Routes have no authz or rate-limit stats of their own in Envoy:
-/// those are counted per listener and per upstream (the route's target).
+/// `(suffix, field)` per kind. Envoy's per-route stats (route stat prefixes) count requests to
+/// the upstream, nothing else: status classes, latency, authz denials and rate-limit
+/// rejections are counted per listener and per upstream (the route's target).
 const LISTENER_STATS: &[(&str, Field)] = &[
     ("downstream_rq_total", Field::Requests),
     ("downstream_rq_4xx", Field::Status4xx),
@@ -91,12 +92,7 @@ const UPSTREAM_STATS: &[(&str, Field)] = &[
     ("ratelimit.over_limit", Field::RateLimited),
     ("upstream_rq_time", Field::Latency),
 ];
-const ROUTE_STATS: &[(&str, Field)] = &[
-    ("upstream_rq_total", Field::Requests),
-    ("upstream_rq_4xx", Field::Status4xx),
-    ("upstream_rq_5xx", Field::Status5xx),
-    ("upstream_rq_time", Field::Latency),
-];
+const ROUTE_STATS: &[(&str, Field)] = &[("upstream_rq_total", Field::Requests)];
 
 /// Recognises `http.<listener>.<suffix>`, `cluster.<upstream>.<suffix>` and
 /// `vhost.<vhost>.route.<route>.<suffix>` for the names of `names`.
@@ -522,14 +518,15 @@ mod tests {
         );
         assert_eq!(
             parse(
-                "vhost.api.route.example.com.route.a.route.b.upstream_rq_5xx",
+                "vhost.api.route.example.com.route.a.route.b.upstream_rq_total",
                 &n
             ),
-            Some((Kind::Route, "a.route.b", Field::Status5xx))
+            Some((Kind::Route, "a.route.b", Field::Requests))
         );
+        // Envoy has no per-route status or latency stats.
         assert_eq!(
             parse("vhost.*.route.orders-read.upstream_rq_time", &n),
-            Some((Kind::Route, "orders-read", Field::Latency))
+            None
         );
         // Envoy's `external.` / `internal.` variants and unknown names are not entities.
         assert_eq!(parse("cluster.orders.external.upstream_rq_4xx", &n), None);

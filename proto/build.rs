@@ -36,6 +36,7 @@ const FILES: &[&str] = &[
     "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
     "envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto",
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
+    "envoy/config/trace/v3/opentelemetry.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
     "envoy/extensions/path/match/uri_template/v3/uri_template_match.proto",
     "envoy/extensions/path/rewrite/uri_template/v3/uri_template_rewrite.proto",

@@ -57,3 +57,13 @@ ensure_oidc_provider() {
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   fi
 }
+
+# The dashboard test's browser driver (tests/browser): npm playwright-core, pinned by
+# package-lock.json, driving Debian's chromium (never a downloaded browser build).
+ensure_browser_test() {
+  local dir="$ROOT/tests/browser"
+  if [ ! -d "$dir/node_modules/playwright-core" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    log "installing the dashboard test's browser driver (npm ci in tests/browser)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}

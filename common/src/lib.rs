@@ -1,4 +1,4 @@
-//! Small pieces every vrata binary shares: telemetry set-up, the admin HTTP server
+//! Small pieces every vrata binary shares: telemetry set-up (logs, and OTLP spans in [`trace`]), the admin HTTP server
 //! (`/healthz`, `/readyz`, `/metrics`), shutdown signals, exit codes, gRPC listening, and the xDS client the
 //! services get their config with ([`xds`]). No business logic lives here, and nothing here
 //! knows the gateway file format or any service's config messages.
@@ -8,4 +8,5 @@ pub mod exit;
 pub mod grpc;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 pub mod xds;

@@ -9,18 +9,32 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
 
+use envoy_types::pb::google::protobuf::value::Kind;
+use vrata_common::trace::Tracer;
+
 use crate::authz::{Authz, CheckInput};
 use crate::policy::ROUTE_CONTEXT_KEY;
+use crate::response::METADATA_RESULT;
 
 /// The gRPC service; `into_server` gives the tonic server to add to a router.
 #[derive(Debug, Clone)]
 pub struct CheckService {
     authz: Arc<Authz>,
+    tracer: Arc<Tracer>,
 }
 
 impl CheckService {
     pub fn new(authz: Arc<Authz>) -> Self {
-        Self { authz }
+        Self {
+            authz,
+            tracer: Arc::new(Tracer::disabled()),
+        }
+    }
+
+    /// Spans for sampled Checks (default: none).
+    pub fn with_tracer(mut self, tracer: Arc<Tracer>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     pub fn into_server(self) -> AuthorizationServer<Self> {
@@ -55,6 +69,8 @@ impl Authorization for CheckService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
+        // Continues Envoy's trace when it sampled this request (see `vrata_common::trace`).
+        let mut span = self.tracer.start("ext_authz Check", request.metadata());
         let req = request.into_inner();
         let route = req
             .attributes
@@ -66,7 +82,23 @@ impl Authorization for CheckService {
             authorization: header(&req, "authorization"),
             request_id: header(&req, "x-request-id"),
         };
-        Ok(Response::new(self.authz.check(input).await))
+        if let (Some(span), Some(route)) = (span.as_mut(), route) {
+            span.set("vrata.route", route);
+        }
+        let response = self.authz.check(input).await;
+        if let Some(span) = span.as_mut() {
+            let result = response
+                .dynamic_metadata
+                .as_ref()
+                .and_then(|m| m.fields.get(METADATA_RESULT))
+                .and_then(|v| match &v.kind {
+                    Some(Kind::StringValue(s)) => Some(s.clone()),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            span.set("vrata.authz.result", result);
+        }
+        Ok(Response::new(response))
     }
 }
 

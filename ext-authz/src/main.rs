@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use vrata_common::admin::Readiness;
 use vrata_common::exit::INVALID_CONFIG;
 use vrata_common::telemetry::{self, LogFormat};
+use vrata_common::trace::{TraceArgs, Tracer};
 use vrata_common::xds::{Latest, XdsClient, XdsClientConfig};
 use vrata_ext_authz::{Authz, CheckService, Metrics, Options, PolicySpec, xds_config};
 use vrata_proto::vrata::config::v1::AuthzPolicy;
@@ -55,6 +56,8 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    trace: TraceArgs,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,14 @@ fn main() -> ExitCode {
         eprintln!("ext-authz: --xds {:?}: expected http://HOST:PORT", cli.xds);
         return ExitCode::from(INVALID_CONFIG as u8);
     }
+    // Before the runtime: the exporter's blocking HTTP client must not start inside it.
+    let tracer = match Tracer::from_args(&cli.trace, "ext-authz") {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            eprintln!("ext-authz: {e}");
+            return ExitCode::from(INVALID_CONFIG as u8);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,7 +99,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli)) {
+    let result = runtime.block_on(serve(cli, tracer.clone()));
+    // Queued spans get one bounded export attempt.
+    tracer.shutdown();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "ext-authz failed");
@@ -97,7 +111,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(cli: Cli) -> anyhow::Result<u8> {
+async fn serve(cli: Cli, tracer: Arc<Tracer>) -> anyhow::Result<u8> {
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -149,7 +163,11 @@ async fn serve(cli: Cli) -> anyhow::Result<u8> {
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .add_service(CheckService::new(authz.clone()).into_server())
+            .add_service(
+                CheckService::new(authz.clone())
+                    .with_tracer(tracer)
+                    .into_server(),
+            )
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
     );
 

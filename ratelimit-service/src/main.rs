@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use vrata_common::admin::Readiness;
 use vrata_common::exit::INVALID_CONFIG;
 use vrata_common::telemetry::{self, LogFormat};
+use vrata_common::trace::{TraceArgs, Tracer};
 use vrata_common::xds::{Accepted, XdsClient, XdsClientConfig};
 use vrata_proto::vrata::config::v1::RateLimitConfig;
 use vrata_ratelimit::clock::SystemClock;
@@ -58,6 +59,8 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(flatten)]
+    trace: TraceArgs,
 }
 
 /// The xDS node cluster every ratelimit-service reports.
@@ -94,6 +97,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(INVALID_CONFIG as u8);
     }
+    // Before the runtime: the exporter's blocking HTTP client must not start inside it.
+    let tracer = match Tracer::from_args(&cli.trace, "ratelimit-service") {
+        Ok(t) => Arc::new(t),
+        Err(e) => {
+            eprintln!("ratelimit-service: {e}");
+            return ExitCode::from(INVALID_CONFIG as u8);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -104,7 +115,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(cli, redis_override)) {
+    let result = runtime.block_on(serve(cli, redis_override, tracer.clone()));
+    // Queued spans get one bounded export attempt.
+    tracer.shutdown();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "ratelimit-service failed");
@@ -131,7 +145,11 @@ fn parse_redis(flag: Option<&str>) -> Result<Option<Vec<String>>, String> {
     Ok(Some(urls))
 }
 
-async fn serve(cli: Cli, redis_override: Option<Vec<String>>) -> anyhow::Result<u8> {
+async fn serve(
+    cli: Cli,
+    redis_override: Option<Vec<String>>,
+    tracer: Arc<Tracer>,
+) -> anyhow::Result<u8> {
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -194,7 +212,9 @@ async fn serve(cli: Cli, redis_override: Option<Vec<String>>) -> anyhow::Result<
         .await
         .with_context(|| format!("cannot bind the gRPC address {}", cli.listen))?;
     tracing::info!(addr = %cli.listen, "RateLimitService listening");
-    let service = RateLimitServiceServer::new(RateLimiter::new(table, backend, metrics.clone()));
+    let service = RateLimitServiceServer::new(
+        RateLimiter::new(table, backend, metrics.clone()).with_tracer(tracer),
+    );
     let incoming = vrata_common::grpc::incoming(grpc);
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()

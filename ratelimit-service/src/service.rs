@@ -16,8 +16,10 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, Struct, Value};
 use tonic::{Request, Response, Status};
+use vrata_common::trace::Tracer;
 
 use crate::headers;
 use crate::limits::{CompiledLimit, DOMAIN, LIMIT_ENTRY, LimitKey, LimitTable, ROUTE_ENTRY};
@@ -51,6 +53,7 @@ pub struct RateLimiter<S> {
     limits: Arc<LimitTable>,
     store: S,
     metrics: Metrics,
+    tracer: Arc<Tracer>,
 }
 
 /// How one descriptor was matched.
@@ -67,7 +70,14 @@ impl<S: Store> RateLimiter<S> {
             limits,
             store,
             metrics,
+            tracer: Arc::new(Tracer::disabled()),
         }
+    }
+
+    /// Spans for sampled calls (default: none).
+    pub fn with_tracer(mut self, tracer: Arc<Tracer>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     pub fn limits(&self) -> &Arc<LimitTable> {
@@ -187,10 +197,28 @@ fn ok_status() -> DescriptorStatus {
     }
 }
 
+/// Dynamic-metadata field (namespace `envoy.filters.http.ratelimit`, where Envoy puts what a
+/// rate-limit service returns) holding the decision, `ok` or `over_limit`, for access logs.
+pub const METADATA_RESULT: &str = "vrata.ratelimit.result";
+
+fn result_metadata(admitted: bool) -> Struct {
+    let result = if admitted { "ok" } else { "over_limit" };
+    Struct {
+        fields: std::iter::once((
+            METADATA_RESULT.to_owned(),
+            Value {
+                kind: Some(Kind::StringValue(result.to_owned())),
+            },
+        ))
+        .collect(),
+    }
+}
+
 fn all_ok(descriptors: usize) -> RateLimitResponse {
     RateLimitResponse {
         overall_code: Code::Ok as i32,
         statuses: vec![ok_status(); descriptors],
+        dynamic_metadata: Some(result_metadata(true)),
         ..Default::default()
     }
 }
@@ -274,6 +302,7 @@ fn respond(slots: &[Slot], limits: &[&Arc<CompiledLimit>], d: &Decision) -> Rate
         } as i32,
         statuses,
         response_headers_to_add: response_headers,
+        dynamic_metadata: Some(result_metadata(d.admitted)),
         ..Default::default()
     }
 }
@@ -284,7 +313,22 @@ impl<S: Store> RateLimitService for RateLimiter<S> {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
-        match self.decide(request.get_ref()).await {
+        // Continues Envoy's trace when it sampled this request (see `vrata_common::trace`).
+        let mut span = self
+            .tracer
+            .start("ratelimit ShouldRateLimit", request.metadata());
+        let decided = self.decide(request.get_ref()).await;
+        if let Some(span) = span.as_mut() {
+            span.set(
+                "vrata.ratelimit.result",
+                match &decided {
+                    Ok(r) if r.overall_code == Code::OverLimit as i32 => "over_limit",
+                    Ok(_) => "ok",
+                    Err(_) => "error",
+                },
+            );
+        }
+        match decided {
             Ok(r) => Ok(Response::new(r)),
             Err(e) => {
                 match &e {

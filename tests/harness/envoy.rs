@@ -25,7 +25,13 @@ pub struct Envoy {
     admin: Admin,
 }
 
-/// The bootstrap the harness gives every Envoy: ADS to xds-server, admin on loopback.
+/// How often the harness's Envoys flush stats to xds-server's metrics sink (the shipped
+/// bootstraps use Envoy's default, 5 s): the fleet view's tests wait for it.
+pub const STATS_FLUSH: &str = "1s";
+
+/// The bootstrap the harness gives every Envoy, as `envoy/bootstrap.yaml` has it: ADS to
+/// xds-server, admin on loopback, the `vrata_envoy_admin` cluster the stats listener routes
+/// to, and stats streamed to xds-server's metrics sink.
 pub fn bootstrap(node_id: &str, xds_port: u16, admin_port: u16, ads: Ads) -> Value {
     let api_type = match ads {
         Ads::StateOfTheWorld => "GRPC",
@@ -44,7 +50,24 @@ pub fn bootstrap(node_id: &str, xds_port: u16, admin_port: u16, ads: Ads) -> Val
             "cds_config": {"ads": {}, "resource_api_version": "V3"},
             "lds_config": {"ads": {}, "resource_api_version": "V3"}
         },
+        "stats_flush_interval": STATS_FLUSH,
+        "stats_sinks": [{
+            "name": "envoy.stat_sinks.metrics_service",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.metrics.v3.MetricsServiceConfig",
+                "transport_api_version": "V3",
+                "histogram_emit_mode": "SUMMARY",
+                "grpc_service": {"envoy_grpc": {"cluster_name": "xds_cluster"}}
+            }
+        }],
         "static_resources": {"clusters": [{
+            "name": "vrata_envoy_admin",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "vrata_envoy_admin", "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+            }}]}]}
+        }, {
             "name": "xds_cluster",
             "type": "STATIC",
             "connect_timeout": "1s",
@@ -114,6 +137,16 @@ impl Envoy {
             .and_then(|a| a.iter().find(|s| s["name"] == name))
             .and_then(|s| s["value"].as_u64())
             .unwrap_or(0))
+    }
+
+    /// The JSON access log lines Envoy wrote to stdout so far (other lines are skipped).
+    pub fn access_log(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.proc.stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(Value::is_object)
+            .collect()
     }
 
     pub async fn config_dump(&self) -> anyhow::Result<Value> {

@@ -27,6 +27,17 @@ impl ExtAuthz {
         grpc_port: u16,
         logs: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with(name, xds_port, grpc_port, logs, &[]).await
+    }
+
+    /// [`ExtAuthz::start`] with more flags (`--otlp-endpoint URL`).
+    pub async fn start_with(
+        name: &str,
+        xds_port: u16,
+        grpc_port: u16,
+        logs: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let admin_port = free_port();
         let node_id = format!("ext-authz-{name}");
         let mut cmd = Command::new(binary("ext-authz"));
@@ -34,6 +45,7 @@ impl ExtAuthz {
             .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
             .args(["--admin", &format!("127.0.0.1:{admin_port}")])
             .args(["--node-id", &node_id])
+            .args(extra)
             .env("RUST_LOG", "info,vrata_ext_authz=debug");
         let proc = Proc::spawn(name, cmd, logs)?;
         let admin = Admin::new(admin_port);

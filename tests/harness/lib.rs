@@ -8,13 +8,16 @@
 
 pub mod admin;
 pub mod aggregator;
+pub mod browser;
 pub mod envoy;
 pub mod ext_authz;
 pub mod oidc;
+pub mod otlp;
 pub mod paths;
 pub mod pki;
 pub mod ports;
 pub mod process;
+pub mod prom;
 pub mod ratelimit;
 pub mod redis;
 pub mod stack;

@@ -116,14 +116,15 @@ impl StreamCtx {
         if self.node.is_some() {
             return;
         }
-        let (id, cluster) = node
-            .map(|n| (n.id.clone(), n.cluster.clone()))
+        let (id, cluster, agent) = node
+            .map(|n| (n.id.clone(), n.cluster.clone(), crate::nodes::agent(n)))
             .unwrap_or_default();
         tracing::info!(stream = self.id, node = %id, cluster = %cluster, peer = ?self.peer, protocol = self.protocol, "xDS stream opened");
         self.nodes.connect(
             self.id,
             id.clone(),
             cluster,
+            agent,
             self.protocol,
             self.peer.clone(),
         );

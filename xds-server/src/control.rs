@@ -68,6 +68,8 @@ pub struct ControlPlane {
     rx: SnapshotRx,
     state: Mutex<State>,
     pub nodes: Arc<Nodes>,
+    /// Stats the Envoys stream to the metrics sink.
+    pub fleet: Arc<crate::fleet::Fleet>,
     pub metrics: Metrics,
 }
 
@@ -81,6 +83,7 @@ impl ControlPlane {
             rx,
             state: Mutex::new(State::default()),
             nodes: Arc::new(Nodes::default()),
+            fleet: Arc::new(crate::fleet::Fleet::default()),
             metrics,
         }
     }
@@ -199,6 +202,8 @@ impl ControlPlane {
             return Outcome::Unchanged;
         }
         let version = snapshot.version.clone();
+        self.fleet
+            .set_names(crate::fleet::Names::of(&loaded.gateway));
         state.generation = generation;
         state.current = Some(Current {
             version: version.clone(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::metrics::v3::metrics_service_server::MetricsServiceServer;
 use prometheus_client::registry::Registry;
 use vrata_common::admin::Readiness;
 use vrata_common::exit::INVALID_CONFIG;
@@ -224,6 +225,10 @@ async fn serve(path: PathBuf, args: &ServeArgs) -> anyhow::Result<i32> {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(ads)
+            .add_service(
+                MetricsServiceServer::new(vrata_xds::sink::Sink::new(cp.fleet.clone()))
+                    .max_decoding_message_size(vrata_xds::sink::MAX_MESSAGE),
+            )
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
     );
     ready.set(true);

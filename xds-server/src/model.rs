@@ -24,6 +24,8 @@ pub struct Gateway {
     pub auth_providers: BTreeMap<Name, AuthProvider>,
     /// Settings of ratelimit-service (served to it over ADS, not to Envoy).
     pub rate_limits: RateLimits,
+    /// Stats listener and tracing.
+    pub observability: Observability,
 }
 
 impl Gateway {
@@ -742,8 +744,8 @@ pub enum OnError {
 /// kept in the model now so the file format is complete and validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Services {
-    pub ext_authz: SocketAddr,
-    pub ratelimit: SocketAddr,
+    pub ext_authz: ServiceAddress,
+    pub ratelimit: ServiceAddress,
     pub timeout: Duration,
     pub ext_authz_failure: FailureMode,
     pub ratelimit_failure: FailureMode,
@@ -753,10 +755,63 @@ pub struct Services {
     pub aggregator_loopback: SocketAddr,
 }
 
+/// Where Envoy reaches one of vrata's services: an IP address, or a DNS name Envoy resolves
+/// (every address it resolves to is an endpoint: several replicas behind one name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceAddress {
+    Ip(SocketAddr),
+    Dns { host: String, port: u16 },
+}
+
+impl ServiceAddress {
+    pub fn endpoints(&self) -> Endpoints {
+        match self {
+            ServiceAddress::Ip(address) => Endpoints::Static(vec![Endpoint {
+                address: *address,
+                weight: defaults::WEIGHT,
+            }]),
+            ServiceAddress::Dns { host, port } => Endpoints::Dns {
+                host: host.clone(),
+                port: *port,
+            },
+        }
+    }
+}
+
+impl From<SocketAddr> for ServiceAddress {
+    fn from(a: SocketAddr) -> Self {
+        ServiceAddress::Ip(a)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureMode {
     Allow,
     Deny,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observability
+
+/// `observability`: both parts optional.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Observability {
+    /// Address of the stats listener serving `/stats/prometheus`; `None`: no such listener.
+    pub prometheus: Option<SocketAddr>,
+    pub tracing: Option<Tracing>,
+}
+
+/// Envoy's OpenTelemetry tracer, exporting over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// Where the collector is: an IP or a DNS name (resolved by Envoy), and a port.
+    pub collector: Endpoints,
+    /// `Host` header and path of the export request (`/v1/traces` under the base URL).
+    pub authority: String,
+    pub path: String,
+    pub service_name: String,
+    /// 0.0..=1.0.
+    pub sample_ratio: f64,
 }
 
 /// Defaults named once, each with its reason.
@@ -767,10 +822,12 @@ pub mod defaults {
     /// Envoy's own default; long enough for a remote data centre, short enough to fail over.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// ext-authz's default listen address (SPEC §1).
-    pub const EXT_AUTHZ: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18001);
+    pub const EXT_AUTHZ: super::ServiceAddress =
+        super::ServiceAddress::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18001));
     /// ratelimit-service's default listen address (SPEC §1).
     /// (The Envoy cluster reaching it is named [`crate::translate::RATELIMIT_CLUSTER`].)
-    pub const RATELIMIT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18002);
+    pub const RATELIMIT: super::ServiceAddress =
+        super::ServiceAddress::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18002));
     /// The aggregator's default listen address (next to ext-authz's and ratelimit-service's).
     pub const AGGREGATOR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18003);
     /// Envoy's loopback listener for the aggregator's backend calls: loopback only, so that
@@ -808,4 +865,8 @@ pub mod defaults {
     pub const ALGORITHM: super::Algorithm = super::Algorithm::RS256;
     /// Keycloak puts realm roles here.
     pub const ROLES_CLAIM: &str = "realm_access.roles";
+    /// Envoy's spans are named after the gateway, not after each Envoy.
+    pub const TRACE_SERVICE_NAME: &str = "vrata-gateway";
+    /// OpenTelemetry's own default (always sample); lower it for busy gateways.
+    pub const SAMPLE_RATIO: f64 = 1.0;
 }

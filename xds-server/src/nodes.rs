@@ -53,6 +53,8 @@ pub struct NodeStatus {
     pub stream: u64,
     pub node_id: String,
     pub cluster: String,
+    /// What the client says it runs, e.g. `envoy 1.40.0` (empty when it says nothing).
+    pub agent: String,
     /// `sotw` or `delta`.
     pub protocol: &'static str,
     pub peer: Option<String>,
@@ -90,6 +92,7 @@ impl Nodes {
         stream: u64,
         node_id: String,
         cluster: String,
+        agent: String,
         protocol: &'static str,
         peer: Option<String>,
     ) {
@@ -100,6 +103,7 @@ impl Nodes {
                     stream,
                     node_id,
                     cluster,
+                    agent,
                     protocol,
                     peer,
                     connected_at: SystemTime::now(),
@@ -170,6 +174,23 @@ impl Nodes {
 
 /// Removes what must never reach a log or the admin API from a client's error text: PEM
 /// private keys and the values of inline secret fields, then bounds the length.
+/// `envoy 1.40.0` from a node's user agent fields; empty when it sent none.
+pub fn agent(node: &envoy_types::pb::envoy::config::core::v3::Node) -> String {
+    use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
+    let version = match &node.user_agent_version_type {
+        Some(UserAgentVersionType::UserAgentVersion(v)) => v.clone(),
+        Some(UserAgentVersionType::UserAgentBuildVersion(b)) => b
+            .version
+            .as_ref()
+            .map(|v| format!("{}.{}.{}", v.major_number, v.minor_number, v.patch))
+            .unwrap_or_default(),
+        None => String::new(),
+    };
+    format!("{} {version}", node.user_agent_name)
+        .trim()
+        .to_owned()
+}
+
 pub fn redact(message: &str) -> String {
     static PATTERNS: std::sync::OnceLock<Vec<regex::Regex>> = std::sync::OnceLock::new();
     let patterns = PATTERNS.get_or_init(|| {
@@ -235,7 +256,14 @@ mod tests {
     fn nacks_are_recorded_per_node_and_in_history() {
         let nodes = Nodes::default();
         let id = nodes.next_stream_id();
-        nodes.connect(id, "envoy-1".into(), "c".into(), "sotw", None);
+        nodes.connect(
+            id,
+            "envoy-1".into(),
+            "c".into(),
+            "envoy 1.40.0".into(),
+            "sotw",
+            None,
+        );
         nodes.sent(id, TypeKind::Cluster, "v2");
         let nack = nodes.nacked(id, TypeKind::Cluster, "v2", "bad cluster");
         assert_eq!(nack.node, "envoy-1");

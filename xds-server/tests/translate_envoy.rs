@@ -401,6 +401,7 @@ fn errors_gateway(listen: u16, echo: u16) -> Gateway {
         services: services(),
         auth_providers: Default::default(),
         rate_limits: Default::default(),
+        observability: Default::default(),
     }
 }
 
@@ -563,6 +564,7 @@ fn forwarding_gateway(
         services: services(),
         auth_providers: Default::default(),
         rate_limits: Default::default(),
+        observability: Default::default(),
     }
 }
 
@@ -780,6 +782,7 @@ fn health_checks_run_at_the_configured_interval_from_the_start() {
         services: services(),
         auth_providers: Default::default(),
         rate_limits: Default::default(),
+        observability: Default::default(),
     };
     let envoy = Envoy::start(&gateway);
     let failed = |clusters: &str| {

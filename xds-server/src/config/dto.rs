@@ -57,6 +57,8 @@ pub(crate) struct GatewayDto {
     pub auth: Opt<AuthDto>,
     /// Settings of ratelimit-service (the limits themselves are on the routes).
     pub rate_limits: Opt<RateLimitsDto>,
+    /// Metrics scraping and tracing (access logs are per listener: `listeners[].access_log`).
+    pub observability: Opt<ObservabilityDto>,
 }
 
 /// An Envoy listener: an address and an HTTP connection manager.
@@ -714,6 +716,38 @@ pub(crate) struct ServicesDto {
     /// or a private network: it reaches every upstream without the public routes' policies).
     /// Default `127.0.0.1:18004`.
     pub aggregator_loopback: Opt<String>,
+}
+
+/// `observability`: how the gateway is watched.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Observability", deny_unknown_fields)]
+pub(crate) struct ObservabilityDto {
+    /// A listener on every Envoy serving only `GET /stats/prometheus` (Envoy's admin stays on
+    /// loopback). Absent: no such listener.
+    pub prometheus: Opt<PrometheusDto>,
+    /// Distributed tracing with Envoy's OpenTelemetry tracer (W3C trace context). Absent: off.
+    pub tracing: Opt<TracingDto>,
+}
+
+/// `observability.prometheus`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Prometheus", deny_unknown_fields)]
+pub(crate) struct PrometheusDto {
+    /// `IP:PORT` of the stats listener, e.g. `0.0.0.0:9902`; must not clash with a listener.
+    pub address: Spanned<String>,
+}
+
+/// `observability.tracing`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "Tracing", deny_unknown_fields)]
+pub(crate) struct TracingDto {
+    /// OTLP/HTTP collector base URL, `http://HOST:PORT` (spans go to `/v1/traces` under it).
+    pub otlp_endpoint: Spanned<String>,
+    /// `service.name` of Envoy's spans. Default `vrata-gateway`.
+    pub service_name: Opt<String>,
+    /// Share of new traces sampled, 0.0 to 1.0. A client's sampled `traceparent` is followed
+    /// whatever the ratio. Default 1.0.
+    pub sample_ratio: Opt<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -196,8 +196,8 @@ routes:
     assert_eq!(
         gw.services,
         Services {
-            ext_authz: addr("10.1.0.1:18001"),
-            ratelimit: addr("10.1.0.2:18002"),
+            ext_authz: addr("10.1.0.1:18001").into(),
+            ratelimit: addr("10.1.0.2:18002").into(),
             timeout: Duration::from_millis(100),
             ext_authz_failure: FailureMode::Allow,
             ratelimit_failure: FailureMode::Deny,
@@ -948,13 +948,57 @@ fn route_timeout_durations() {
 fn services_rules() {
     assert_eq!(
         errors(
-            "services:\n  ext_authz: \"ext-authz:18001\"\n  ratelimit: nope\n  timeout: 0ms\n  ratelimit_failure: open\n"
+            "services:\n  ext_authz: \"ext-authz:0\"\n  ratelimit: nope\n  timeout: 0ms\n  ratelimit_failure: open\n"
         ),
         [
-            "gw.yaml:2:14: `ext-authz:18001` is a host name: this version of vrata needs IP:PORT here (e.g. 127.0.0.1:18001)",
-            "gw.yaml:3:14: invalid address `nope`: expected IP:PORT, e.g. 0.0.0.0:8080 or [::]:8080",
+            "gw.yaml:2:14: invalid address `ext-authz:0`: expected IP:PORT, e.g. 0.0.0.0:8080 or [::]:8080, or HOST:PORT with a DNS name (e.g. ext-authz:18001)",
+            "gw.yaml:3:14: invalid address `nope`: expected IP:PORT, e.g. 0.0.0.0:8080 or [::]:8080, or HOST:PORT with a DNS name (e.g. ext-authz:18001)",
             "gw.yaml:4:12: duration `0ms` must be greater than 0",
             "gw.yaml:5:22: unknown value `open`: expected `allow` or `deny`",
+        ]
+    );
+}
+
+#[test]
+fn services_by_dns_name() {
+    let gw = ok("services:\n  ext_authz: \"ext-authz:18001\"\n  ratelimit: \"10.0.0.2:18002\"\n");
+    assert_eq!(
+        gw.services.ext_authz,
+        crate::model::ServiceAddress::Dns {
+            host: "ext-authz".into(),
+            port: 18001
+        }
+    );
+    assert_eq!(gw.services.ratelimit, addr("10.0.0.2:18002").into());
+}
+
+#[test]
+fn observability_convert_and_rules() {
+    let gw = ok(
+        "observability:\n  prometheus: {address: \"0.0.0.0:9902\"}\n  tracing: {otlp_endpoint: \"http://otel:4318\", sample_ratio: 0.5}\n",
+    );
+    assert_eq!(gw.observability.prometheus, Some(addr("0.0.0.0:9902")));
+    let t = gw.observability.tracing.expect("tracing");
+    assert_eq!(t.service_name, "vrata-gateway");
+    assert_eq!(t.sample_ratio, 0.5);
+    assert_eq!(t.path, "/v1/traces");
+    assert_eq!(ok("").observability, crate::model::Observability::default());
+    assert_eq!(
+        errors(&format!(
+            "{}observability:\n  prometheus: {{address: \"0.0.0.0:8080\"}}\n  tracing: {{otlp_endpoint: \"otel:4318\", sample_ratio: 2, service_name: \"\"}}\n",
+            "listeners:\n  - name: public\n    address: \"0.0.0.0:8080\"\n"
+        )),
+        [
+            "gw.yaml:5:25: address `0.0.0.0:8080` is already used by listener `public` at gw.yaml:3:14",
+            "gw.yaml:6:28: invalid `otlp_endpoint` `otel:4318`: the scheme must be http (expected http://HOST:PORT, e.g. http://otel-collector:4318)",
+            "gw.yaml:6:55: `sample_ratio` 2 is not between 0.0 and 1.0",
+            "gw.yaml:6:72: `service_name` must be 1 to 255 printable characters",
+        ]
+    );
+    assert_eq!(
+        errors("listeners:\n  - name: vrata_prometheus\n    address: \"0.0.0.0:8080\"\n"),
+        [
+            "gw.yaml:2:11: listener names starting with `vrata_` are reserved for vrata's own listeners"
         ]
     );
 }

@@ -20,6 +20,9 @@
 //! | `bytes_sent` | response body bytes (number) | `%BYTES_SENT%` |
 //! | `duration_ms` | first request byte to last response byte (number) | `%DURATION%` |
 //! | `upstream_service_time_ms` | upstream request sent to first response byte (number) | `%COMMON_DURATION(US_TX_BEG:US_RX_BEG:ms)%` |
+//! | `trace_id` | W3C trace id (32 hex digits) when tracing is on | `%TRACE_ID%` |
+//! | `authz` | ext-authz's decision: `allowed`, `anonymous`, or the refusal reason | `%DYNAMIC_METADATA(envoy.filters.http.ext_authz:vrata.authz.result)%` |
+//! | `rate_limit` | ratelimit-service's decision: `ok` or `over_limit` | `%DYNAMIC_METADATA(envoy.filters.http.ratelimit:vrata.ratelimit.result)%` |
 //!
 //! Values Envoy does not have (no upstream for a direct response...) are JSON `null`.
 
@@ -53,6 +56,15 @@ pub const FIELDS: &[(&str, &str)] = &[
     (
         "upstream_service_time_ms",
         "%COMMON_DURATION(US_TX_BEG:US_RX_BEG:ms)%",
+    ),
+    ("trace_id", "%TRACE_ID%"),
+    (
+        "authz",
+        "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:vrata.authz.result)%",
+    ),
+    (
+        "rate_limit",
+        "%DYNAMIC_METADATA(envoy.filters.http.ratelimit:vrata.ratelimit.result)%",
     ),
 ];
 

@@ -34,7 +34,7 @@ use envoy_types::pb::google::protobuf::Any;
 use vrata_proto::vrata::config::v1 as pbv;
 
 use super::{cluster, pb};
-use crate::model::{self, Endpoint, Endpoints, FailureMode, Gateway, Name, Services, Upstream};
+use crate::model::{self, FailureMode, Gateway, Name, Services, Upstream};
 
 pub const EXT_AUTHZ_FILTER: &str = "envoy.filters.http.ext_authz";
 /// The Envoy cluster of ext-authz (upstream names starting with `vrata_` are reserved).
@@ -151,23 +151,19 @@ pub(super) fn filter(services: &Services) -> ExtAuthz {
 }
 
 /// The ext-authz cluster and its endpoint, built like an `http2: true` upstream.
-pub(super) fn cluster(services: &Services) -> (Cluster, ClusterLoadAssignment) {
+pub(super) fn cluster(services: &Services) -> (Cluster, Option<ClusterLoadAssignment>) {
     let upstream = service_upstream(services);
-    let cla = cluster::load_assignment(&upstream);
+    // A DNS address carries its endpoints in the cluster itself.
     (
         cluster::cluster(&upstream),
-        // Static endpoints always have a load assignment.
-        cla.unwrap_or_default(),
+        cluster::load_assignment(&upstream),
     )
 }
 
 fn service_upstream(services: &Services) -> Upstream {
     let mut upstream = Upstream::new(
         Name::builtin(EXT_AUTHZ_CLUSTER),
-        Endpoints::Static(vec![Endpoint {
-            address: services.ext_authz,
-            weight: model::defaults::WEIGHT,
-        }]),
+        services.ext_authz.endpoints(),
     );
     upstream.http2 = true;
     upstream

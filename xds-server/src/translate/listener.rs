@@ -14,7 +14,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 
 use super::{
-    access_log, authz, cluster::CONNECTION_BUFFER_LIMIT, local_reply, pb, rate_limit, tls,
+    access_log, authz, cluster::CONNECTION_BUFFER_LIMIT, local_reply, observability, pb,
+    rate_limit, tls,
 };
 use crate::model;
 
@@ -43,6 +44,8 @@ pub(super) struct HttpFilters<'a> {
     pub ext_authz: Option<&'a model::Services>,
     /// The ratelimit filter, calling the service these settings name.
     pub rate_limit: Option<&'a model::Services>,
+    /// Envoy's OpenTelemetry tracer (not a filter: an HCM setting, decided with them).
+    pub tracing: Option<&'a model::Tracing>,
 }
 
 pub(super) fn listener(listener: &model::Listener, filters: &HttpFilters<'_>) -> Listener {
@@ -129,6 +132,8 @@ pub(super) fn http_connection_manager(
             Vec::new()
         },
         local_reply_config: Some(local_reply::config(filters.ext_authz.is_some())),
+        // Off unless `observability.tracing` is set: a span per request costs CPU.
+        tracing: filters.tracing.map(observability::hcm_tracing),
 
         // Request ids: generated when absent, a client's kept (it ties client and gateway logs
         // together), and always echoed so clients can report it.
@@ -274,6 +279,7 @@ mod tests {
                 cors: true,
                 ext_authz: None,
                 rate_limit: None,
+                tracing: None,
             },
         ));
         let names: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();

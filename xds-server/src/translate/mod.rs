@@ -16,6 +16,7 @@ mod authz;
 mod cluster;
 mod listener;
 mod local_reply;
+mod observability;
 mod pb;
 mod rate_limit;
 mod render;
@@ -44,6 +45,9 @@ pub use authz::{
 pub use cluster::HTTP_PROTOCOL_OPTIONS;
 pub use listener::{CORS_FILTER, HTTP_CONNECTION_MANAGER, ROUTER_FILTER};
 pub use local_reply::{METHOD_NOT_ALLOWED, PROBLEM_JSON, PROBLEMS, Problem};
+pub use observability::{
+    ENVOY_ADMIN_CLUSTER, OPENTELEMETRY_TRACER, OTLP_CLUSTER, PROMETHEUS_PATH, STATS_LISTENER,
+};
 pub use rate_limit::{
     AUTHZ_METADATA_NAMESPACE, RATELIMIT_CLUSTER, RATELIMIT_DOMAIN, RATELIMIT_FILTER,
 };
@@ -107,22 +111,33 @@ pub fn translate(gw: &Gateway) -> Resources {
         // Likewise ext_authz and the ratelimit filter, with their clusters.
         ext_authz: gw.uses_auth().then_some(&gw.services),
         rate_limit: rate_limit::in_use(gw).then_some(&gw.services),
+        tracing: gw.observability.tracing.as_ref(),
     };
+    if let Some(t) = &gw.observability.tracing {
+        let (cluster, cla) = observability::otlp_cluster(t);
+        clusters.push(cluster);
+        endpoints.extend(cla);
+    }
     if let Some(services) = filters.ext_authz {
         let (cluster, cla) = authz::cluster(services);
         clusters.push(cluster);
-        endpoints.push(cla);
+        endpoints.extend(cla);
     }
     if let Some(services) = filters.rate_limit {
         let (cluster, cla) = rate_limit::cluster(services);
         clusters.push(cluster);
-        endpoints.push(cla);
+        endpoints.extend(cla);
     }
     let mut listeners: Vec<Listener> = gw
         .listeners
         .iter()
         .map(|l| listener::listener(l, &filters))
         .collect();
+    listeners.extend(
+        gw.observability
+            .prometheus
+            .map(observability::stats_listener),
+    );
     let mut route_configs: Vec<RouteConfiguration> = gw
         .listeners
         .iter()
@@ -220,6 +235,7 @@ mod tests {
             },
             auth_providers: BTreeMap::new(),
             rate_limits: Default::default(),
+            observability: Default::default(),
         }
     }
 

@@ -21,9 +21,7 @@ use envoy_types::pb::envoy::r#type::v3::HttpStatus;
 use vrata_proto::vrata::config::v1 as pbv;
 
 use super::{cluster, pb};
-use crate::model::{
-    self, Endpoint, Endpoints, FailureMode, Gateway, LimitKey, Name, OnError, Services, Upstream,
-};
+use crate::model::{self, FailureMode, Gateway, LimitKey, Name, OnError, Services, Upstream};
 
 pub const RATELIMIT_FILTER: &str = "envoy.filters.http.ratelimit";
 /// The Envoy cluster reaching ratelimit-service (`services.ratelimit`). The `vrata_` prefix is
@@ -120,24 +118,18 @@ pub(super) fn filter(services: &Services) -> RateLimitFilter {
 }
 
 /// The cluster and endpoints reaching ratelimit-service over gRPC (HTTP/2).
-pub(super) fn cluster(services: &Services) -> (Cluster, ClusterLoadAssignment) {
+pub(super) fn cluster(services: &Services) -> (Cluster, Option<ClusterLoadAssignment>) {
     let upstream = service_upstream(services);
-    let cla = cluster::load_assignment(&upstream).unwrap_or_else(|| ClusterLoadAssignment {
-        cluster_name: RATELIMIT_CLUSTER.to_owned(),
-        ..Default::default()
-    });
-    (cluster::cluster(&upstream), cla)
+    // A DNS address carries its endpoints in the cluster itself.
+    (
+        cluster::cluster(&upstream),
+        cluster::load_assignment(&upstream),
+    )
 }
 
 fn service_upstream(services: &Services) -> Upstream {
     let name = Name::new(RATELIMIT_CLUSTER).expect("the constant is a valid name");
-    let mut upstream = Upstream::new(
-        name,
-        Endpoints::Static(vec![Endpoint {
-            address: services.ratelimit,
-            weight: model::defaults::WEIGHT,
-        }]),
-    );
+    let mut upstream = Upstream::new(name, services.ratelimit.endpoints());
     upstream.http2 = true;
     upstream
 }

@@ -836,6 +836,7 @@ mod tests {
             },
             auth_providers: BTreeMap::new(),
             rate_limits: Default::default(),
+            observability: Default::default(),
         }
     }
 

@@ -72,7 +72,31 @@ pub fn all() -> Vec<(&'static str, Gateway)> {
         ("upstreams", upstreams_model()),
         ("routing", routing()),
         ("listeners", listeners()),
+        ("observability", observability()),
     ]
+}
+
+/// The stats listener and tracing (to a collector by DNS name), and services by DNS name.
+pub fn observability() -> Gateway {
+    let mut gw = minimal();
+    gw.observability = Observability {
+        prometheus: Some("0.0.0.0:9902".parse().expect("addr")),
+        tracing: Some(Tracing {
+            collector: Endpoints::Dns {
+                host: "otel-collector".into(),
+                port: 4318,
+            },
+            authority: "otel-collector:4318".into(),
+            path: "/v1/traces".into(),
+            service_name: "vrata-gateway".into(),
+            sample_ratio: 0.25,
+        }),
+    };
+    gw.services.ext_authz = ServiceAddress::Dns {
+        host: "ext-authz".into(),
+        port: 18001,
+    };
+    gw
 }
 
 /// The benchmark's plain route: one listener, one upstream, one prefix route.
@@ -84,6 +108,7 @@ pub fn minimal() -> Gateway {
         services: services(),
         auth_providers: Default::default(),
         rate_limits: Default::default(),
+        observability: Default::default(),
     }
 }
 
@@ -152,6 +177,7 @@ pub fn upstreams_model() -> Gateway {
         services: services(),
         auth_providers: Default::default(),
         rate_limits: Default::default(),
+        observability: Default::default(),
     }
 }
 
@@ -293,6 +319,7 @@ pub fn routing() -> Gateway {
         services: services(),
         auth_providers: Default::default(),
         rate_limits: Default::default(),
+        observability: Default::default(),
     }
 }
 
@@ -327,5 +354,6 @@ pub fn listeners() -> Gateway {
         services: services(),
         auth_providers: Default::default(),
         rate_limits: Default::default(),
+        observability: Default::default(),
     }
 }

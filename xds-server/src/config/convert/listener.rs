@@ -15,7 +15,7 @@ use crate::model::Listener;
 pub(crate) struct Addresses(Vec<(SocketAddr, String, Pos)>);
 
 impl Addresses {
-    fn claim(&mut self, cx: &Cx<'_>, addr: SocketAddr, listener: &str, pos: Pos) {
+    pub(crate) fn claim(&mut self, cx: &Cx<'_>, addr: SocketAddr, listener: &str, pos: Pos) {
         let clash = self.0.iter().find(|(other, _, _)| {
             other == &addr
                 || (other.port() == addr.port()
@@ -50,7 +50,19 @@ pub(crate) fn convert(
     addresses: &mut Addresses,
 ) -> Option<Listener> {
     let l = dto.get()?;
-    let name = cx.name(&l.name);
+    let name = cx.name(&l.name).filter(|n| {
+        let reserved = n.as_str().starts_with(super::RESERVED_PREFIX);
+        if reserved {
+            cx.error(
+                l.name.pos(),
+                format!(
+                    "listener names starting with `{}` are reserved for vrata's own listeners",
+                    super::RESERVED_PREFIX
+                ),
+            );
+        }
+        !reserved
+    });
     let unique = name
         .as_ref()
         .is_some_and(|n| names.define(cx, "listener", n.as_str(), l.name.pos()));

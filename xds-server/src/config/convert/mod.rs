@@ -7,6 +7,7 @@
 mod aggregate;
 mod auth;
 mod listener;
+mod observability;
 mod rate_limits;
 mod route;
 mod services;
@@ -190,6 +191,14 @@ pub(crate) fn convert(
         one_section(&cx, &gateways, "rate_limits", |g| g.rate_limits.as_ref()),
     );
 
+    let observability = observability::convert(
+        &cx,
+        one_section(&cx, &gateways, "observability", |g| {
+            g.observability.as_ref()
+        }),
+        &mut addresses,
+    );
+
     Gateway {
         listeners,
         upstreams,
@@ -197,6 +206,7 @@ pub(crate) fn convert(
         services,
         auth_providers,
         rate_limits,
+        observability,
     }
 }
 

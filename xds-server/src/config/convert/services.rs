@@ -1,13 +1,11 @@
 //! `services`.
 
-use std::net::SocketAddr;
-
 use super::Cx;
 use super::upstream::duration;
 use crate::config::dto::{FailureModeDto, ServicesDto};
 use crate::config::spanned::{Spanned, or};
 use crate::config::syntax;
-use crate::model::{FailureMode, Services, defaults};
+use crate::model::{FailureMode, ServiceAddress, Services, defaults};
 
 pub(crate) fn convert(cx: &Cx<'_>, dto: Option<&ServicesDto>) -> Services {
     let Some(s) = dto else {
@@ -27,27 +25,43 @@ pub(crate) fn convert(cx: &Cx<'_>, dto: Option<&ServicesDto>) -> Services {
         timeout: duration(&s.timeout, defaults::SERVICE_TIMEOUT),
         ext_authz_failure: mode(or(&s.ext_authz_failure, FailureModeDto::Deny)),
         ratelimit_failure: mode(or(&s.ratelimit_failure, FailureModeDto::Allow)),
-        aggregator: address(cx, &s.aggregator, defaults::AGGREGATOR),
-        aggregator_loopback: address(cx, &s.aggregator_loopback, defaults::AGGREGATOR_LOOPBACK),
+        aggregator: ip_address(cx, &s.aggregator, defaults::AGGREGATOR),
+        aggregator_loopback: ip_address(cx, &s.aggregator_loopback, defaults::AGGREGATOR_LOOPBACK),
     }
 }
 
-fn address(cx: &Cx<'_>, field: &Option<Spanned<String>>, default: SocketAddr) -> SocketAddr {
-    cx.check_opt(field, |text| {
-        syntax::socket_addr(text).map_err(|message| {
-            if syntax::dns_target(text).is_ok() {
-                format!(
-                    "`{text}` is a host name: this version of vrata needs IP:PORT here \
-                     (e.g. 127.0.0.1:18001)"
-                )
-            } else {
-                message
-            }
-        })
+/// `IP:PORT`, or `HOST:PORT` with a DNS name Envoy resolves (docker-compose service names,
+/// Kubernetes services: every address of the name is a replica).
+fn address(
+    cx: &Cx<'_>,
+    field: &Option<Spanned<String>>,
+    default: ServiceAddress,
+) -> ServiceAddress {
+    cx.check_opt(field, |text| match syntax::socket_addr(text) {
+        Ok(addr) => Ok(ServiceAddress::Ip(addr)),
+        Err(message) => match syntax::dns_target(text) {
+            Ok((host, port)) => Ok(ServiceAddress::Dns { host, port }),
+            Err(_) => Err(format!(
+                "{message}, or HOST:PORT with a DNS name (e.g. ext-authz:18001)"
+            )),
+        },
     })
     .ok()
     .flatten()
     .unwrap_or(default)
+}
+
+/// `IP:PORT` only: the aggregator's address (a static endpoint) and the loopback listener
+/// Envoy binds for it.
+fn ip_address(
+    cx: &Cx<'_>,
+    field: &Option<Spanned<String>>,
+    default: std::net::SocketAddr,
+) -> std::net::SocketAddr {
+    cx.check_opt(field, |text| syntax::socket_addr(text))
+        .ok()
+        .flatten()
+        .unwrap_or(default)
 }
 
 fn mode(m: FailureModeDto) -> FailureMode {

@@ -166,6 +166,19 @@ fn by_status(lines: &[Value]) -> BTreeMap<u64, usize> {
 async fn known_traffic_is_counted_exactly_in_logs_and_metrics() -> anyhow::Result<()> {
     let upstream = Upstream::start("app").await?;
     let g = gateway(&upstream, None).await?;
+    // The fleet's history counts from Envoy's first stats flush on (that one is the
+    // baseline, its series point empty): wait for it before any traffic.
+    eventually("Envoy's first stats flush", SYNC, || async {
+        let f: Value = g.stack.xds.get("/admin/fleet").await?.json().await?;
+        anyhow::ensure!(
+            f["nodes"][0]["series"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty()),
+            "no report yet: {f}"
+        );
+        Ok(())
+    })
+    .await?;
     send_known_traffic(&g).await?;
     let envoy = &g.stack.envoys[0];
     let total = N + M + K + LIMIT + L;

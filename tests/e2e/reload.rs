@@ -97,11 +97,15 @@ async fn a_broken_edit_keeps_the_old_behaviour_and_is_reported_with_its_position
     for _ in 0..10 {
         assert_eq!(upstream_of(&s).await?, "a");
     }
-    let page = s.xds.get("/").await?.text().await?;
-    assert!(
-        page.contains("nowhere"),
-        "the status page does not show the error"
-    );
+    // The dashboard at `/` shows `last_error.problems` of /admin/status.
+    let status: Value = s.xds.get("/admin/status").await?.json().await?;
+    let shown = status["last_error"]["problems"]
+        .as_array()
+        .is_some_and(|ps| {
+            ps.iter()
+                .any(|p| p.as_str().is_some_and(|p| p.contains("nowhere")))
+        });
+    assert!(shown, "the status does not show the error: {status}");
     let metrics = s.xds.get("/metrics").await?.text().await?;
     assert!(
         metrics

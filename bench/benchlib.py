@@ -27,9 +27,9 @@ def free_port():
 def fill(text, values, what):
     for k, v in values.items():
         text = text.replace("{{" + k + "}}", str(v))
-    m = re.search(r"\{\{(\w+)\}\}", text)
-    if m:
-        raise SystemExit(f"{what}: no value for placeholder {m.group(0)}")
+    left = re.findall(r"\{\{[A-Z_]+\}\}", text)
+    if left:
+        raise SystemExit(f"{what}: unfilled placeholders {sorted(set(left))}")
     return text
 
 

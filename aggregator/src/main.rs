@@ -90,25 +90,16 @@ fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match vrata_common::exit::parse_cli() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            // Help and version are not errors; bad flags are a usage error (SPEC: 64).
-            return if e.use_stderr() {
-                ExitCode::from(INVALID_CONFIG as u8)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     if let Err(e) = telemetry::init(cli.log_format) {
         eprintln!("aggregator: {e:#}");
         return ExitCode::FAILURE;
     }
-    if !(cli.xds.starts_with("http://") || cli.xds.starts_with("https://")) {
-        eprintln!("aggregator: --xds {:?}: expected http://HOST:PORT", cli.xds);
-        return ExitCode::from(INVALID_CONFIG as u8);
+    if let Err(code) = vrata_common::exit::check_xds_url("aggregator", &cli.xds) {
+        return code;
     }
     let envoy = match cli.envoy.as_deref().map(resolve) {
         None => None,
@@ -152,10 +143,7 @@ async fn serve(cli: Cli, envoy: Option<SocketAddr>) -> anyhow::Result<u8> {
     metrics.register(&mut registry);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move |mut rx: watch::Receiver<bool>| async move {
-        // Err: the sender is gone, which also means stop.
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stopped = vrata_common::shutdown::stopped;
 
     let ready = Readiness::default();
     let admin_app = vrata_common::admin::router(ready.clone(), Arc::new(registry));

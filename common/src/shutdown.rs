@@ -67,3 +67,10 @@ where
         }
     }
 }
+
+/// Resolves once `true` is sent on the stop channel, or its sender is dropped (which also means
+/// stop): the shutdown future handed to each server of a binary.
+pub async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    // Err: the sender is gone.
+    let _ = rx.wait_for(|s| *s).await;
+}

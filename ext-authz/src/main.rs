@@ -61,25 +61,16 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match vrata_common::exit::parse_cli() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            // Help and version are not errors; bad flags are a usage error (SPEC: 64).
-            return if e.use_stderr() {
-                ExitCode::from(INVALID_CONFIG as u8)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     if let Err(e) = telemetry::init(cli.log_format) {
         eprintln!("ext-authz: {e:#}");
         return ExitCode::FAILURE;
     }
-    if !(cli.xds.starts_with("http://") || cli.xds.starts_with("https://")) {
-        eprintln!("ext-authz: --xds {:?}: expected http://HOST:PORT", cli.xds);
-        return ExitCode::from(INVALID_CONFIG as u8);
+    if let Err(code) = vrata_common::exit::check_xds_url("ext-authz", &cli.xds) {
+        return code;
     }
     // Before the runtime: the exporter's blocking HTTP client must not start inside it.
     let tracer = match Tracer::from_args(&cli.trace, "ext-authz") {
@@ -119,10 +110,7 @@ async fn serve(cli: Cli, tracer: Arc<Tracer>) -> anyhow::Result<u8> {
         Arc::new(Authz::new(Options::default(), metrics).context("cannot start the authorizer")?);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move |mut rx: watch::Receiver<bool>| async move {
-        // Err: the sender is gone, which also means stop.
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stopped = vrata_common::shutdown::stopped;
 
     let ready = Readiness::default();
     ready.set_with_reason(false, "no policy from xds-server yet");

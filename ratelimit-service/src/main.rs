@@ -67,17 +67,9 @@ struct Cli {
 const NODE_CLUSTER: &str = "vrata-ratelimit";
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match vrata_common::exit::parse_cli() {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            // Help and version are not errors; bad flags are a usage error (SPEC: 64).
-            return if e.use_stderr() {
-                ExitCode::from(INVALID_CONFIG as u8)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(code) => return code,
     };
     if let Err(e) = telemetry::init(cli.log_format) {
         eprintln!("ratelimit-service: {e:#}");
@@ -90,12 +82,8 @@ fn main() -> ExitCode {
             return ExitCode::from(INVALID_CONFIG as u8);
         }
     };
-    if !(cli.xds.starts_with("http://") || cli.xds.starts_with("https://")) {
-        eprintln!(
-            "ratelimit-service: --xds {:?}: expected http://HOST:PORT",
-            cli.xds
-        );
-        return ExitCode::from(INVALID_CONFIG as u8);
+    if let Err(code) = vrata_common::exit::check_xds_url("ratelimit-service", &cli.xds) {
+        return code;
     }
     // Before the runtime: the exporter's blocking HTTP client must not start inside it.
     let tracer = match Tracer::from_args(&cli.trace, "ratelimit-service") {
@@ -155,10 +143,7 @@ async fn serve(
     metrics.register(&mut registry);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move |mut rx: watch::Receiver<bool>| async move {
-        // Err: the sender is gone, which also means stop.
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stopped = vrata_common::shutdown::stopped;
 
     let ready = Readiness::default();
     let admin_app = vrata_common::admin::router(ready.clone(), Arc::new(registry));

@@ -2,13 +2,10 @@
 //! says.
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use crate::admin::Admin;
-use crate::ports::free_port;
 use crate::process::Proc;
-use crate::xds::binary;
+use crate::service::Kind;
 
 pub struct Aggregator {
     pub port: u16,
@@ -29,26 +26,25 @@ impl Aggregator {
         logs: &Path,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let admin_port = free_port();
-        let node_id = format!("aggregator-{name}");
-        let mut cmd = Command::new(binary("aggregator"));
-        cmd.args(["--xds", &format!("http://127.0.0.1:{xds_port}")])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin", &format!("127.0.0.1:{admin_port}")])
-            .args(["--node-id", &node_id])
-            .args(extra)
-            .env("RUST_LOG", "info,vrata_aggregator=debug");
-        let proc = Proc::spawn(name, cmd, logs)?;
-        let admin = Admin::new(admin_port);
-        admin
-            .wait_ok("/readyz", Duration::from_secs(60), &proc)
-            .await?;
+        let started = crate::service::start(
+            Kind {
+                binary: "aggregator",
+                crate_name: "vrata_aggregator",
+                node_prefix: "aggregator",
+            },
+            name,
+            xds_port,
+            port,
+            logs,
+            extra,
+        )
+        .await?;
         Ok(Self {
             port,
-            admin_port,
-            node_id,
-            proc,
-            admin,
+            admin_port: started.admin_port,
+            node_id: started.node_id,
+            proc: started.proc,
+            admin: started.admin,
         })
     }
 

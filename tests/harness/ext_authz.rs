@@ -1,13 +1,10 @@
 //! ext-authz as a child process (like [`crate::RateLimitService`]).
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use crate::admin::Admin;
-use crate::ports::free_port;
 use crate::process::Proc;
-use crate::xds::binary;
+use crate::service::Kind;
 
 pub struct ExtAuthz {
     pub grpc_port: u16,
@@ -38,26 +35,25 @@ impl ExtAuthz {
         logs: &Path,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
-        let admin_port = free_port();
-        let node_id = format!("ext-authz-{name}");
-        let mut cmd = Command::new(binary("ext-authz"));
-        cmd.args(["--xds", &format!("http://127.0.0.1:{xds_port}")])
-            .args(["--listen", &format!("127.0.0.1:{grpc_port}")])
-            .args(["--admin", &format!("127.0.0.1:{admin_port}")])
-            .args(["--node-id", &node_id])
-            .args(extra)
-            .env("RUST_LOG", "info,vrata_ext_authz=debug");
-        let proc = Proc::spawn(name, cmd, logs)?;
-        let admin = Admin::new(admin_port);
-        admin
-            .wait_ok("/readyz", Duration::from_secs(60), &proc)
-            .await?;
+        let started = crate::service::start(
+            Kind {
+                binary: "ext-authz",
+                crate_name: "vrata_ext_authz",
+                node_prefix: "ext-authz",
+            },
+            name,
+            xds_port,
+            grpc_port,
+            logs,
+            extra,
+        )
+        .await?;
         Ok(Self {
             grpc_port,
-            admin_port,
-            node_id,
-            proc,
-            admin,
+            admin_port: started.admin_port,
+            node_id: started.node_id,
+            proc: started.proc,
+            admin: started.admin,
         })
     }
 }

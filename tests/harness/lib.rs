@@ -20,6 +20,7 @@ pub mod process;
 pub mod prom;
 pub mod ratelimit;
 pub mod redis;
+mod service;
 pub mod stack;
 pub mod upstream;
 pub mod wait;

@@ -199,10 +199,7 @@ async fn serve(path: PathBuf, args: &ServeArgs) -> anyhow::Result<i32> {
     tracing::info!(addr = %args.listen, config = %path.display(), "ADS server listening");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        // Err: the sender is gone, which also means stop.
-        let _ = rx.wait_for(|s| *s).await;
-    };
+    let stopped = vrata_common::shutdown::stopped;
 
     let ready = Readiness::default();
     let app = vrata_common::admin::router(ready.clone(), Arc::new(registry))

@@ -35,6 +35,7 @@ const FILES: &[&str] = &[
     "envoy/extensions/filters/http/cors/v3/cors.proto",
     "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
     "envoy/extensions/filters/http/ratelimit/v3/rate_limit.proto",
+    "envoy/extensions/filters/http/ext_proc/v3/ext_proc.proto",
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
     "envoy/config/trace/v3/opentelemetry.proto",
     "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
@@ -48,6 +49,7 @@ const FILES: &[&str] = &[
 const VRATA_FILES: &[&str] = &[
     "vrata/config/v1/aggregator.proto",
     "vrata/config/v1/authz.proto",
+    "vrata/config/v1/cache.proto",
     "vrata/config/v1/ratelimit.proto",
 ];
 

@@ -1,0 +1,1 @@
+//! response-cache: Envoy's external processing service caching GET/HEAD responses.

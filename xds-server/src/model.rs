@@ -26,9 +26,17 @@ pub struct Gateway {
     pub rate_limits: RateLimits,
     /// Stats listener and tracing.
     pub observability: Observability,
+    /// Redis URLs of the shared response cache (`cache_store.redis`, else
+    /// `rate_limits.store.redis`); empty when no route uses `store: redis`.
+    pub cache_redis: Vec<String>,
 }
 
 impl Gateway {
+    /// Whether Envoy needs the ext_proc filter calling response-cache (and its cluster).
+    pub fn uses_cache(&self) -> bool {
+        self.routes.iter().any(|r| r.cache.is_some())
+    }
+
     /// Whether Envoy needs the ext_authz filter (and the ext-authz cluster).
     pub fn uses_auth(&self) -> bool {
         self.routes.iter().any(|r| r.auth.is_some())
@@ -364,6 +372,8 @@ pub struct Route {
     /// `response.json`: the JSON answer reshaped by the aggregator. Only on routes to an
     /// upstream (served through the aggregator as a passthrough) and aggregate routes.
     pub response_json: Option<JsonShape>,
+    /// GET/HEAD answers kept by response-cache; `None`: never cached.
+    pub cache: Option<RouteCache>,
 }
 
 impl Route {
@@ -399,6 +409,7 @@ impl Route {
             auth: None,
             rate_limit: Vec::new(),
             response_json: None,
+            cache: None,
         }
     }
 }
@@ -753,6 +764,9 @@ pub struct Services {
     pub aggregator: SocketAddr,
     /// Where Envoy listens for the aggregator's backend calls (generated loopback listener).
     pub aggregator_loopback: SocketAddr,
+    /// response-cache's gRPC address (Envoy cluster `vrata_response_cache`). Unreachable, it is
+    /// skipped: requests go to the upstream uncached.
+    pub response_cache: ServiceAddress,
 }
 
 /// Where Envoy reaches one of vrata's services: an IP address, or a DNS name Envoy resolves
@@ -788,6 +802,43 @@ impl From<SocketAddr> for ServiceAddress {
 pub enum FailureMode {
     Allow,
     Deny,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Caching
+
+/// `routes[].cache`: GET and HEAD answers kept by response-cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCache {
+    pub store: CacheStore,
+    /// Freshness when the upstream gives none of its own.
+    pub ttl: Duration,
+    /// Request headers whose values are part of the key (on top of the upstream's `Vary`),
+    /// deduplicated, in file order.
+    pub vary: Vec<HeaderName>,
+    /// Extra key parts (per-user entries); deduplicated, in file order.
+    pub key_extra: Vec<CacheKeyPart>,
+    /// Largest body stored, bytes.
+    pub max_body: u64,
+    /// How long past freshness an entry may still answer when the upstream fails.
+    pub stale_if_error: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStore {
+    /// In each response-cache instance's memory (one per gateway instance).
+    Local,
+    /// In Redis, shared by the fleet.
+    Redis,
+}
+
+/// One `key_extra` item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheKeyPart {
+    /// `claim:PATH`: from ext-authz's metadata (the route needs `auth`).
+    Claim(ClaimPath),
+    /// `header:NAME`: a request header's value.
+    Header(HeaderName),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -834,6 +885,14 @@ pub mod defaults {
     /// nothing off the host can use it to bypass the public routes' policies.
     pub const AGGREGATOR_LOOPBACK: SocketAddr =
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18004);
+    /// response-cache's default listen address (18004 is the aggregator's loopback listener).
+    pub const RESPONSE_CACHE: super::ServiceAddress =
+        super::ServiceAddress::Ip(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 18005));
+    /// `routes[].cache.ttl`: a minute of freshness when the upstream says nothing; short enough
+    /// that reference data edited upstream shows within a minute.
+    pub const CACHE_TTL: Duration = Duration::from_secs(60);
+    /// `routes[].cache.max_body`: 1 MiB; larger answers pass through uncached.
+    pub const CACHE_MAX_BODY: u64 = 1024 * 1024;
     /// An aggregate answers within 3 s unless told otherwise: a page-assembling call that is
     /// slower is better failed and retried by the client.
     pub const AGGREGATE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -33,7 +33,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
-use vrata_proto::vrata::config::v1::{AggregatorConfig, AuthzPolicy, RateLimitConfig};
+use vrata_proto::vrata::config::v1::{AggregatorConfig, AuthzPolicy, CacheConfig, RateLimitConfig};
 
 /// The xDS resource types vrata serves, in the order a push must follow so that no update
 /// drops traffic: clusters before the endpoints that fill them, both before the listeners and
@@ -54,10 +54,12 @@ pub enum TypeKind {
     Authz,
     /// The aggregator's `vrata.config.v1.AggregatorConfig`.
     Aggregator,
+    /// response-cache's `vrata.config.v1.CacheConfig`.
+    Cache,
 }
 
 /// How many resource types there are.
-const TYPE_COUNT: usize = 8;
+const TYPE_COUNT: usize = 9;
 
 impl TypeKind {
     pub const PUSH_ORDER: [TypeKind; TYPE_COUNT] = [
@@ -69,6 +71,7 @@ impl TypeKind {
         TypeKind::RateLimit,
         TypeKind::Authz,
         TypeKind::Aggregator,
+        TypeKind::Cache,
     ];
 
     pub fn type_url(self) -> &'static str {
@@ -85,6 +88,7 @@ impl TypeKind {
             TypeKind::RateLimit => "type.googleapis.com/vrata.config.v1.RateLimitConfig",
             TypeKind::Authz => "type.googleapis.com/vrata.config.v1.AuthzPolicy",
             TypeKind::Aggregator => "type.googleapis.com/vrata.config.v1.AggregatorConfig",
+            TypeKind::Cache => "type.googleapis.com/vrata.config.v1.CacheConfig",
         }
     }
 
@@ -103,6 +107,7 @@ impl TypeKind {
             TypeKind::RateLimit => "RLC",
             TypeKind::Authz => "AZP",
             TypeKind::Aggregator => "AGG",
+            TypeKind::Cache => "RCC",
         }
     }
 
@@ -116,6 +121,7 @@ impl TypeKind {
                 | TypeKind::RateLimit
                 | TypeKind::Authz
                 | TypeKind::Aggregator
+                | TypeKind::Cache
         )
     }
 
@@ -146,6 +152,8 @@ pub enum Resource {
     Authz(AuthzPolicy),
     /// Named [`crate::translate::AGGREGATOR_CONFIG_NAME`].
     Aggregator(AggregatorConfig),
+    /// Named [`crate::translate::CACHE_CONFIG_NAME`].
+    Cache(CacheConfig),
 }
 
 impl Resource {
@@ -159,6 +167,7 @@ impl Resource {
             Resource::RateLimit(_) => TypeKind::RateLimit,
             Resource::Authz(_) => TypeKind::Authz,
             Resource::Aggregator(_) => TypeKind::Aggregator,
+            Resource::Cache(_) => TypeKind::Cache,
         }
     }
 
@@ -172,6 +181,7 @@ impl Resource {
             Resource::RateLimit(_) => crate::translate::RATELIMIT_DOMAIN,
             Resource::Authz(_) => crate::translate::AUTHZ_POLICY_NAME,
             Resource::Aggregator(_) => crate::translate::AGGREGATOR_CONFIG_NAME,
+            Resource::Cache(_) => crate::translate::CACHE_CONFIG_NAME,
         }
     }
 
@@ -191,6 +201,7 @@ impl Resource {
             Resource::RateLimit(m) => pack(m),
             Resource::Authz(m) => pack(m),
             Resource::Aggregator(m) => pack(m),
+            Resource::Cache(m) => pack(m),
         }
     }
 }

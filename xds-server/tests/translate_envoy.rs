@@ -402,6 +402,7 @@ fn errors_gateway(listen: u16, echo: u16) -> Gateway {
         auth_providers: Default::default(),
         rate_limits: Default::default(),
         observability: Default::default(),
+        cache_redis: Vec::new(),
     }
 }
 
@@ -565,6 +566,7 @@ fn forwarding_gateway(
         auth_providers: Default::default(),
         rate_limits: Default::default(),
         observability: Default::default(),
+        cache_redis: Vec::new(),
     }
 }
 
@@ -783,6 +785,7 @@ fn health_checks_run_at_the_configured_interval_from_the_start() {
         auth_providers: Default::default(),
         rate_limits: Default::default(),
         observability: Default::default(),
+        cache_redis: Vec::new(),
     };
     let envoy = Envoy::start(&gateway);
     let failed = |clusters: &str| {

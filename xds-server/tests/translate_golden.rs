@@ -77,6 +77,7 @@ fn yaml_reads_back_as_the_json() {
             "ratelimit_service": vrata_proto::to_json(&resources.rate_limit_config).expect("json"),
             "ext_authz": vrata_proto::to_json(&resources.authz_policy).expect("json"),
             "aggregator": vrata_proto::to_json(&resources.aggregator_config).expect("json"),
+            "response_cache": vrata_proto::to_json(&resources.cache_config).expect("json"),
         });
         assert_eq!(normalize(read_back), normalize(expected), "{name}");
     }

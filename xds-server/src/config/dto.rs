@@ -59,6 +59,8 @@ pub(crate) struct GatewayDto {
     pub rate_limits: Opt<RateLimitsDto>,
     /// Metrics scraping and tracing (access logs are per listener: `listeners[].access_log`).
     pub observability: Opt<ObservabilityDto>,
+    /// Where the shared response cache (`routes[].cache.store: redis`) keeps its entries.
+    pub cache_store: Opt<CacheStoreDto>,
 }
 
 /// An Envoy listener: an address and an HTTP connection manager.
@@ -301,6 +303,47 @@ pub(crate) struct RouteDto {
     pub aggregate: Opt<AggregateDto>,
     /// Reshape the response (served through the aggregator).
     pub response: Opt<ResponseDto>,
+    /// Keep GET and HEAD answers in response-cache (in memory or in Redis) and answer later
+    /// requests from there.
+    pub cache: Opt<RouteCacheDto>,
+}
+
+/// `routes[].cache`: RFC 9111 shared-cache semantics (docs/caching.md).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "RouteCache", deny_unknown_fields)]
+pub(crate) struct RouteCacheDto {
+    /// `local`: in each gateway instance's response-cache memory; `redis`: in Redis, shared by
+    /// the fleet. Default `local`.
+    pub store: Opt<CacheStoreKindDto>,
+    /// Freshness when the upstream gives none (`s-maxage`, `max-age`, `Expires`). Default `60s`.
+    pub ttl: Opt<DurationDto>,
+    /// Request headers whose values are part of the key, on top of the upstream's `Vary`.
+    pub vary: Opt<Vec<Spanned<String>>>,
+    /// Extra key parts: `claim:PATH` (a claim of the caller's token; needs `auth`) or
+    /// `header:NAME`. Without it, requests with `Authorization` or `Cookie` are never cached.
+    pub key_extra: Opt<Vec<Spanned<String>>>,
+    /// Largest body stored: bytes, or with `KiB`/`MiB` (e.g. `512KiB`). Default `1MiB`.
+    #[schemars(regex(pattern = r"^[0-9]+(B|KiB|MiB)?$"))]
+    pub max_body: Opt<String>,
+    /// How long past its freshness an entry may still answer when the upstream fails (5xx, no
+    /// answer, timeout). Default: never (`0s`).
+    pub stale_if_error: Opt<DurationDto>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
+#[serde(rename = "CacheStoreKind", rename_all = "snake_case")]
+pub(crate) enum CacheStoreKindDto {
+    Local,
+    Redis,
+}
+
+/// `cache_store`: the Redis of `routes[].cache.store: redis`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(rename = "CacheStore", deny_unknown_fields)]
+pub(crate) struct CacheStoreDto {
+    /// `redis://HOST:PORT[/DB]`. Default: `rate_limits.store.redis` (when it is one URL). A
+    /// response-cache started with `--redis` ignores it.
+    pub redis: Opt<String>,
 }
 
 /// `routes[].aggregate`: one request fans out to several backends whose JSON answers are
@@ -716,6 +759,9 @@ pub(crate) struct ServicesDto {
     /// or a private network: it reaches every upstream without the public routes' policies).
     /// Default `127.0.0.1:18004`.
     pub aggregator_loopback: Opt<String>,
+    /// response-cache's gRPC address, `IP:PORT` or `HOST:PORT`. Default `127.0.0.1:18005`.
+    /// When it cannot be reached, requests are served by the upstream, uncached.
+    pub response_cache: Opt<String>,
 }
 
 /// `observability`: how the gateway is watched.

@@ -203,6 +203,7 @@ routes:
             ratelimit_failure: FailureMode::Deny,
             aggregator: defaults::AGGREGATOR,
             aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
+            response_cache: defaults::RESPONSE_CACHE,
         }
     );
     assert_eq!(gw.routes.len(), 4);
@@ -251,6 +252,7 @@ routes:
             auth: None,
             rate_limit: Vec::new(),
             response_json: None,
+            cache: None,
         }
     );
     assert_eq!(
@@ -329,6 +331,7 @@ fn defaults() {
             ratelimit_failure: FailureMode::Allow,
             aggregator: defaults::AGGREGATOR,
             aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
+            response_cache: defaults::RESPONSE_CACHE,
         }
     );
 
@@ -381,7 +384,7 @@ fn unknown_keys_with_suggestions() {
             "gw.yaml:7:13: unknown key `method`; did you mean `methods`?",
             "gw.yaml:8:5: unknown key `colour` (expected `name`, `match`, `upstream`, `respond`, \
              `redirect`, `rewrite`, `request_headers`, `response_headers`, `timeout`, `retries`, `cors`, \
-             `auth`, `rate_limit`, `aggregate` or `response`)",
+             `auth`, `rate_limit`, `aggregate`, `response` or `cache`)",
         ]
     );
     assert_eq!(
@@ -1069,6 +1072,81 @@ fn rate_limit_rules() {
             "gw.yaml:2:35: `http://r` is not a Redis URL: use redis://HOST:PORT[/DB] or unix:///PATH",
             "gw.yaml:2:58: unknown value `open`: expected `local`, `allow` or `deny`",
             "gw.yaml:4:3: upstream names starting with `vrata_` are reserved for the clusters of vrata's own services",
+        ]
+    );
+}
+
+#[test]
+fn route_cache_converts() {
+    let gw = ok(&format!(
+        "{PROVIDER}cache_store: {{redis: \"redis://cache:6379/1\"}}\n{}",
+        route(
+            "    upstream: orders\n    auth: {provider: kc}\n    cache:\n      store: redis\n      ttl: 30s\n      vary: [Accept-Language]\n      key_extra: [\"claim:sub\", \"header:X-Tenant\"]\n      max_body: 512KiB\n      stale_if_error: 5m\n"
+        )
+    ));
+    assert_eq!(
+        gw.routes[0].cache,
+        Some(RouteCache {
+            store: CacheStore::Redis,
+            ttl: Duration::from_secs(30),
+            vary: vec![header("accept-language")],
+            key_extra: vec![
+                CacheKeyPart::Claim(ClaimPath::new("sub").expect("path")),
+                CacheKeyPart::Header(header("x-tenant")),
+            ],
+            max_body: 512 * 1024,
+            stale_if_error: Duration::from_secs(300),
+        })
+    );
+    assert_eq!(gw.cache_redis, ["redis://cache:6379/1"]);
+    // Defaults: in memory, a minute, 1 MiB, never stale.
+    let gw = ok(&route("    upstream: orders\n    cache: {}\n"));
+    assert_eq!(
+        gw.routes[0].cache,
+        Some(RouteCache {
+            store: CacheStore::Local,
+            ttl: defaults::CACHE_TTL,
+            vary: Vec::new(),
+            key_extra: Vec::new(),
+            max_body: defaults::CACHE_MAX_BODY,
+            stale_if_error: Duration::ZERO,
+        })
+    );
+    assert!(gw.cache_redis.is_empty());
+    // The rate limits' Redis serves when the cache has none of its own.
+    let gw = ok(&format!(
+        "rate_limits: {{store: {{redis: \"redis://r:6379\"}}}}\n{}",
+        route("    upstream: orders\n    cache: {store: redis}\n")
+    ));
+    assert_eq!(gw.cache_redis, ["redis://r:6379"]);
+}
+
+#[test]
+fn route_cache_rules() {
+    assert_eq!(
+        errors(&route(
+            "    upstream: orders\n    cache:\n      store: redis\n      vary: [\"a b\", x, X]\n      key_extra: [\"claim:sub\", user]\n      max_body: 2GB\n"
+        )),
+        [
+            "gw.yaml:8:14: `store: redis` needs a Redis: set `cache_store.redis` (or `rate_limits.store.redis`)",
+            "gw.yaml:9:14: invalid header name `a b`: use letters, digits and !#$%&'*+-.^_`|~",
+            "gw.yaml:9:24: `x` is listed twice",
+            "gw.yaml:10:19: `claim:sub` needs `auth` on the route: claims come from the caller's token, checked by ext-authz",
+            "gw.yaml:10:32: unknown key part `user`: use `claim:PATH` or `header:NAME`",
+            "gw.yaml:11:17: `2GB`: expected a size such as 512KiB or 1MiB",
+        ]
+    );
+    assert_eq!(
+        errors(&route("    respond: {status: 200}\n    cache: {}\n")),
+        ["gw.yaml:7:12: `cache` only applies to routes that proxy to an `upstream`"]
+    );
+    assert_eq!(
+        errors(&format!(
+            "rate_limits: {{store: {{redis: [\"redis://a:1\", \"redis://b:1\"]}}}}\n{}",
+            route("    upstream: orders\n    cache: {store: redis}\n")
+        )),
+        [
+            "gw.yaml:8:20: `rate_limits.store.redis` is a Redis Cluster, which response-cache does not use: set `cache_store.redis` to one Redis"
         ]
     );
 }

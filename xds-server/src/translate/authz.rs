@@ -103,7 +103,8 @@ pub(super) fn service_policy(gw: &Gateway) -> pbv::AuthzPolicy {
 }
 
 /// The claims ext-authz returns as dynamic metadata for a route: `sub` (access logs) and every
-/// claim a `claim:` rate-limit key of the route reads, deduplicated, sorted.
+/// claim a `claim:` rate-limit key or cache `key_extra` of the route reads, deduplicated,
+/// sorted.
 fn metadata_claims(route: &model::Route) -> Vec<String> {
     let mut out = std::collections::BTreeSet::from([METADATA_SUBJECT.to_owned()]);
     for limit in &route.rate_limit {
@@ -111,6 +112,7 @@ fn metadata_claims(route: &model::Route) -> Vec<String> {
             out.insert(path.join("."));
         }
     }
+    out.extend(super::cache::key_claims(route).map(str::to_owned));
     out.into_iter().collect()
 }
 

@@ -14,7 +14,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 
 use super::{
-    access_log, authz, cluster::CONNECTION_BUFFER_LIMIT, local_reply, observability, pb,
+    access_log, authz, cache, cluster::CONNECTION_BUFFER_LIMIT, local_reply, observability, pb,
     rate_limit, tls,
 };
 use crate::model;
@@ -44,6 +44,8 @@ pub(super) struct HttpFilters<'a> {
     pub ext_authz: Option<&'a model::Services>,
     /// The ratelimit filter, calling the service these settings name.
     pub rate_limit: Option<&'a model::Services>,
+    /// The ext_proc filter calling response-cache.
+    pub cache: Option<&'a model::Services>,
     /// Envoy's OpenTelemetry tracer (not a filter: an HCM setting, decided with them).
     pub tracing: Option<&'a model::Tracing>,
 }
@@ -102,6 +104,15 @@ pub(super) fn http_connection_manager(
             rate_limit::RATELIMIT_FILTER,
             rate_limit::filter(services),
         ));
+    }
+    if let Some(services) = filters.cache {
+        // After ext_authz and the ratelimit filter: a cached answer is still only for callers
+        // with the route's rights, and still spends quota. Disabled in the chain: only routes
+        // with `cache` turn it on (see `cache`).
+        http_filters.push(HttpFilter {
+            disabled: true,
+            ..http_filter(cache::CACHE_FILTER, cache::filter(services))
+        });
     }
     // Router last (Envoy requires it).
     http_filters.push(http_filter(
@@ -279,6 +290,7 @@ mod tests {
                 cors: true,
                 ext_authz: None,
                 rate_limit: None,
+                cache: None,
                 tracing: None,
             },
         ));

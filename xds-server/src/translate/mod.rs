@@ -13,6 +13,7 @@
 mod access_log;
 mod aggregate;
 mod authz;
+mod cache;
 mod cluster;
 mod listener;
 mod local_reply;
@@ -32,7 +33,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     RouteConfiguration, route as envoy_route, route_action,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
-use vrata_proto::vrata::config::v1::{AggregatorConfig, AuthzPolicy, RateLimitConfig};
+use vrata_proto::vrata::config::v1::{AggregatorConfig, AuthzPolicy, CacheConfig, RateLimitConfig};
 
 pub use access_log::FIELDS as ACCESS_LOG_FIELDS;
 pub use aggregate::{
@@ -42,6 +43,7 @@ pub use aggregate::{
 pub use authz::{
     AUTHZ_POLICY_NAME, CHECKED_HEADERS, EXT_AUTHZ_CLUSTER, EXT_AUTHZ_FILTER, ROUTE_CONTEXT_KEY,
 };
+pub use cache::{CACHE_CONFIG_NAME, CACHE_FILTER, RESPONSE_CACHE_CLUSTER, ROUTE_METADATA};
 pub use cluster::HTTP_PROTOCOL_OPTIONS;
 pub use listener::{CORS_FILTER, HTTP_CONNECTION_MANAGER, ROUTER_FILTER};
 pub use local_reply::{METHOD_NOT_ALLOWED, PROBLEM_JSON, PROBLEMS, Problem};
@@ -75,6 +77,9 @@ pub struct Resources {
     pub authz_policy: AuthzPolicy,
     /// The aggregator's config (served to the aggregator over ADS); always present.
     pub aggregator_config: AggregatorConfig,
+    /// response-cache's config (served to response-cache over ADS); always present. Its
+    /// `purges` are empty here: the control plane adds them.
+    pub cache_config: CacheConfig,
 }
 
 impl Resources {
@@ -111,6 +116,7 @@ pub fn translate(gw: &Gateway) -> Resources {
         // Likewise ext_authz and the ratelimit filter, with their clusters.
         ext_authz: gw.uses_auth().then_some(&gw.services),
         rate_limit: rate_limit::in_use(gw).then_some(&gw.services),
+        cache: gw.uses_cache().then_some(&gw.services),
         tracing: gw.observability.tracing.as_ref(),
     };
     if let Some(t) = &gw.observability.tracing {
@@ -125,6 +131,11 @@ pub fn translate(gw: &Gateway) -> Resources {
     }
     if let Some(services) = filters.rate_limit {
         let (cluster, cla) = rate_limit::cluster(services);
+        clusters.push(cluster);
+        endpoints.extend(cla);
+    }
+    if let Some(services) = filters.cache {
+        let (cluster, cla) = cache::cluster(services);
         clusters.push(cluster);
         endpoints.extend(cla);
     }
@@ -166,6 +177,7 @@ pub fn translate(gw: &Gateway) -> Resources {
         rate_limit_config: rate_limit::service_config(gw),
         authz_policy: authz::service_policy(gw),
         aggregator_config: aggregate::service_config(gw),
+        cache_config: cache::service_config(gw),
     }
 }
 
@@ -232,10 +244,12 @@ mod tests {
                 ratelimit_failure: FailureMode::Allow,
                 aggregator: defaults::AGGREGATOR,
                 aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
+                response_cache: defaults::RESPONSE_CACHE,
             },
             auth_providers: BTreeMap::new(),
             rate_limits: Default::default(),
             observability: Default::default(),
+            cache_redis: Vec::new(),
         }
     }
 

@@ -52,7 +52,7 @@ pub enum RenderError {
 }
 
 /// The resources as one YAML document with `clusters`, `endpoints`, `secrets`, `listeners`,
-/// `route_configs`, `ratelimit_service`, `ext_authz` and `aggregator` (the configs those services get), each in Envoy's proto3 JSON form (field names as in Envoy's docs, `@type`
+/// `route_configs`, `ratelimit_service`, `ext_authz`, `aggregator` and `response_cache` (the configs those services get), each in Envoy's proto3 JSON form (field names as in Envoy's docs, `@type`
 /// on packed extensions). Deterministic: resources sorted by name, map keys sorted.
 pub fn render_yaml(resources: &Resources) -> Result<String, RenderError> {
     let document = serde_json::json!({
@@ -67,6 +67,7 @@ pub fn render_yaml(resources: &Resources) -> Result<String, RenderError> {
         "ext_authz": vrata_proto::to_json(&resources.authz_policy)?,
         // Served to the aggregator, not to Envoy.
         "aggregator": vrata_proto::to_json(&resources.aggregator_config)?,
+        "response_cache": vrata_proto::to_json(&resources.cache_config)?,
     });
     to_yaml(&document)
 }

@@ -176,6 +176,7 @@ fn virtual_host(gw: &Gateway, domain: &str) -> VirtualHost {
         if with_auth {
             authz::apply(gw, r, &mut made);
         }
+        super::cache::apply(r, &mut made);
         envoy_routes.extend(made);
     }
     envoy_routes.extend(method_not_allowed_routes(&routes));
@@ -833,10 +834,12 @@ mod tests {
                 ratelimit_failure: FailureMode::Allow,
                 aggregator: defaults::AGGREGATOR,
                 aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
+                response_cache: defaults::RESPONSE_CACHE,
             },
             auth_providers: BTreeMap::new(),
             rate_limits: Default::default(),
             observability: Default::default(),
+            cache_redis: Vec::new(),
         }
     }
 

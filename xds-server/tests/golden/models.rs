@@ -26,6 +26,7 @@ pub fn services() -> Services {
         ratelimit_failure: FailureMode::Allow,
         aggregator: defaults::AGGREGATOR,
         aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
+        response_cache: defaults::RESPONSE_CACHE,
     }
 }
 
@@ -109,6 +110,7 @@ pub fn minimal() -> Gateway {
         auth_providers: Default::default(),
         rate_limits: Default::default(),
         observability: Default::default(),
+        cache_redis: Vec::new(),
     }
 }
 
@@ -178,6 +180,7 @@ pub fn upstreams_model() -> Gateway {
         auth_providers: Default::default(),
         rate_limits: Default::default(),
         observability: Default::default(),
+        cache_redis: Vec::new(),
     }
 }
 
@@ -320,6 +323,7 @@ pub fn routing() -> Gateway {
         auth_providers: Default::default(),
         rate_limits: Default::default(),
         observability: Default::default(),
+        cache_redis: Vec::new(),
     }
 }
 
@@ -355,5 +359,6 @@ pub fn listeners() -> Gateway {
         auth_providers: Default::default(),
         rate_limits: Default::default(),
         observability: Default::default(),
+        cache_redis: Vec::new(),
     }
 }

@@ -6,6 +6,7 @@
 
 mod aggregate;
 mod auth;
+mod cache;
 mod listener;
 mod observability;
 mod rate_limits;
@@ -199,6 +200,13 @@ pub(crate) fn convert(
         &mut addresses,
     );
 
+    let cache_redis = cache::redis(
+        &cx,
+        one_section(&cx, &gateways, "cache_store", |g| g.cache_store.as_ref()),
+        &rate_limits.redis,
+        cache::first_redis_route(&gateways),
+    );
+
     Gateway {
         listeners,
         upstreams,
@@ -207,6 +215,7 @@ pub(crate) fn convert(
         auth_providers,
         rate_limits,
         observability,
+        cache_redis,
     }
 }
 

@@ -55,7 +55,7 @@ pub(crate) fn store(cx: &Cx<'_>, dto: Option<&RateLimitsDto>) -> RateLimits {
 
 /// A Redis URL ratelimit-service can use. The service checks it again with its Redis client;
 /// this catches typos with a position.
-fn redis_url(text: &str) -> Result<(), String> {
+pub(crate) fn redis_url(text: &str) -> Result<(), String> {
     if text.starts_with("rediss://") {
         return Err(format!(
             "`{text}`: TLS to Redis (rediss://) is not supported by this version of vrata yet"

@@ -74,6 +74,9 @@ pub(crate) fn convert(
                 .map(Some),
         }),
     };
+    let cache = optional(&r.cache, |c| {
+        super::cache::route_cache(cx, c, r.auth.is_some())
+    });
     let proxy_settings_ok = proxy_only(cx, r);
     let aggregate_settings_ok = not_on_aggregates(cx, r);
     if !proxy_settings_ok || !aggregate_settings_ok {
@@ -92,6 +95,7 @@ pub(crate) fn convert(
         auth: auth?,
         rate_limit: rate_limit?,
         response_json: response_json?,
+        cache: cache?,
     };
     unique.then_some(route)
 }
@@ -112,6 +116,8 @@ fn proxy_only(cx: &Cx<'_>, r: &RouteDto) -> bool {
         ("rate_limit", r.rate_limit.as_ref().map(|f| f.pos())),
         // Nothing to reshape: the answer is the gateway's own.
         ("response", r.response.as_ref().map(|f| f.pos())),
+        // Envoy answers these routes itself, at no cost: nothing to keep.
+        ("cache", r.cache.as_ref().map(|f| f.pos())),
     ];
     let mut ok = true;
     for (key, pos) in fields {

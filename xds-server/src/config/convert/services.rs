@@ -17,6 +17,7 @@ pub(crate) fn convert(cx: &Cx<'_>, dto: Option<&ServicesDto>) -> Services {
             ratelimit_failure: FailureMode::Allow,
             aggregator: defaults::AGGREGATOR,
             aggregator_loopback: defaults::AGGREGATOR_LOOPBACK,
+            response_cache: defaults::RESPONSE_CACHE,
         };
     };
     Services {
@@ -27,6 +28,7 @@ pub(crate) fn convert(cx: &Cx<'_>, dto: Option<&ServicesDto>) -> Services {
         ratelimit_failure: mode(or(&s.ratelimit_failure, FailureModeDto::Allow)),
         aggregator: ip_address(cx, &s.aggregator, defaults::AGGREGATOR),
         aggregator_loopback: ip_address(cx, &s.aggregator_loopback, defaults::AGGREGATOR_LOOPBACK),
+        response_cache: address(cx, &s.response_cache, defaults::RESPONSE_CACHE),
     }
 }
 

@@ -165,11 +165,14 @@ def parse_wrk(out):
     return r
 
 
-def run_wrk(core, urls, connections, seconds, threads=1, headers=()):
-    """One wrk per URL, all at once, all on `core`. Returns their outputs in order."""
+def run_wrk(core, urls, connections, seconds, threads=1, headers=(), script=None):
+    """One wrk per URL, all at once, all on `core`. Returns their outputs in order. `script`:
+    a wrk Lua script (e.g. one that makes every request's path unique)."""
     hdr = []
     for h in headers:
         hdr += ["-H", h]
+    if script:
+        hdr += ["-s", script]
     ps = [subprocess.Popen(
         ["taskset", "-c", str(core), "wrk", "-t", str(threads), "-c", str(connections),
          "-d", f"{seconds}s", "--latency", "--timeout", "5s"] + hdr + [u],

@@ -28,6 +28,24 @@ impl Admin {
             .await?)
     }
 
+    /// The value of the Prometheus line `/metrics` shows for `name` with exactly these labels
+    /// (`name{a="x",b="y"}`; `labels` empty: no labels), 0 when absent.
+    pub async fn metric(&self, name: &str, labels: &str) -> anyhow::Result<f64> {
+        let text = self.get("/metrics").await?.text().await?;
+        let key = if labels.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name}{{{labels}}}")
+        };
+        Ok(text
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.rsplit_once(' ')?;
+                (n == key).then(|| v.trim().parse::<f64>().ok()).flatten()
+            })
+            .unwrap_or(0.0))
+    }
+
     /// Waits until `path` answers 2xx; on time-out the error carries the process's logs.
     pub async fn wait_ok(&self, path: &str, timeout: Duration, proc: &Proc) -> anyhow::Result<()> {
         let what = format!("{} {path}", proc.name);

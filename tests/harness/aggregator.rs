@@ -50,18 +50,6 @@ impl Aggregator {
 
     /// The value of a metric line with exactly these labels (`name{a="x",b="y"}`), 0 when absent.
     pub async fn metric(&self, name: &str, labels: &str) -> anyhow::Result<f64> {
-        let text = self.admin.get("/metrics").await?.text().await?;
-        let key = if labels.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{name}{{{labels}}}")
-        };
-        Ok(text
-            .lines()
-            .find_map(|l| {
-                let (n, v) = l.rsplit_once(' ')?;
-                (n == key).then(|| v.trim().parse::<f64>().ok()).flatten()
-            })
-            .unwrap_or(0.0))
+        self.admin.metric(name, labels).await
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! Test controls: request header `x-test-status: 503` sets the answer's status,
 //! `x-test-delay-ms: 500` delays it (so do the query parameters `status=503` and
-//! `delay_ms=500`, for callers that cannot set headers, such as aggregate backends); [`Upstream::set_status`] makes every answer fail;
+//! `delay_ms=500`, for callers that cannot set headers, such as aggregate backends); each
+//! `x-test-response-header: Name: value` request header adds that header to the answer (cache
+//! tests: `Cache-Control`, `Vary`, `Set-Cookie`); [`Upstream::set_status`] makes every answer fail;
 //! `GET /healthz` answers 200 or 503 by [`Upstream::set_healthy`] and is not counted as a hit.
 
 use std::net::SocketAddr;
@@ -206,7 +208,7 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     if !query.is_empty() {
         echo["query"] = Value::Object(query);
     }
-    (
+    let mut response = (
         status,
         [
             ("content-type", "application/json"),
@@ -216,7 +218,23 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         ],
         echo.to_string(),
     )
-        .into_response()
+        .into_response();
+    for asked in parts.headers.get_all("x-test-response-header") {
+        let parsed = asked.to_str().ok().and_then(|t| {
+            let (name, value) = t.split_once(':')?;
+            Some((
+                axum::http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?,
+                axum::http::HeaderValue::from_str(value.trim()).ok()?,
+            ))
+        });
+        match parsed {
+            Some((name, value)) => {
+                response.headers_mut().append(name, value);
+            }
+            None => return (StatusCode::BAD_REQUEST, "bad x-test-response-header").into_response(),
+        }
+    }
+    response
 }
 
 fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {

@@ -1,0 +1,220 @@
+//! `response-cache` (issue 7): Envoy's external processing service caching responses,
+//! configured by xds-server.
+//!
+//! Start-up: flags are checked (exit 64 when unusable), the admin server binds (`/healthz`,
+//! `/readyz`, `/metrics`), the xDS client subscribes to `vrata.config.v1.CacheConfig`; the
+//! first accepted version connects the Redis store when a route uses it (a Redis that is down
+//! is not fatal: those routes bypass until it answers), then the gRPC port opens and `/readyz`
+//! turns 200. Every later version swaps the policies in at once, rebuilds the Redis client if
+//! its URL changed and runs new purges. SIGTERM drains.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use vrata_common::admin::Readiness;
+use vrata_common::exit::INVALID_CONFIG;
+use vrata_common::telemetry::{self, LogFormat};
+use vrata_common::xds::{XdsClient, XdsClientConfig};
+use vrata_proto::vrata::config::v1::CacheConfig;
+use vrata_response_cache::clock::SystemClock;
+use vrata_response_cache::config::check_redis_url;
+use vrata_response_cache::{Cache, CacheService, Metrics, Settings};
+
+/// How long in-flight streams get to finish after SIGTERM.
+const DRAIN: Duration = Duration::from_secs(5);
+/// The xDS node cluster every response-cache reports.
+const NODE_CLUSTER: &str = "vrata-response-cache";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "response-cache",
+    version,
+    about = "vrata's response cache: Envoy's external processing service caching GET/HEAD responses in memory or in a Redis shared by the fleet; policies come from xds-server"
+)]
+struct Cli {
+    /// xds-server's gRPC address, where the cache policies come from.
+    #[arg(long, value_name = "URL")]
+    xds: String,
+    /// gRPC listen address (Envoy's `services.response_cache`).
+    #[arg(long, default_value = "127.0.0.1:18005")]
+    listen: SocketAddr,
+    /// Admin HTTP listen address (/healthz, /readyz, /metrics).
+    #[arg(long, default_value = "127.0.0.1:19005")]
+    admin: SocketAddr,
+    /// Redis URL (one standalone Redis) for `store: redis` routes. Overrides the gateway
+    /// files' `cache_store.redis` / `rate_limits.store.redis`.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Bound of the in-memory store (`store: local` routes), bytes or with KiB/MiB/GiB.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    memory_max: u64,
+    /// This instance's xDS node id (shown on xds-server's /admin/status). Default:
+    /// `response-cache-<listen address>`.
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a size such as 64MiB or 1GiB"))?;
+    let factor: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("{text:?}: the unit is B, KiB, MiB or GiB")),
+    };
+    match n.checked_mul(factor) {
+        Some(0) | None => Err(format!("{text:?}: out of range")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli: Cli = match vrata_common::exit::parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    if let Err(e) = telemetry::init(cli.log_format) {
+        eprintln!("response-cache: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    if let Some(url) = cli.redis.as_deref()
+        && let Err(e) = check_redis_url(url)
+    {
+        eprintln!("response-cache: --redis: {e}");
+        return ExitCode::from(INVALID_CONFIG as u8);
+    }
+    if let Err(code) = vrata_common::exit::check_xds_url("response-cache", &cli.xds) {
+        return code;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("response-cache: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "response-cache failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<u8> {
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = vrata_common::shutdown::stopped;
+
+    let ready = Readiness::default();
+    let admin_app = vrata_common::admin::router(ready.clone(), Arc::new(registry));
+    let admin = vrata_common::admin::bind(cli.admin, admin_app, stopped(stop_rx.clone())).await?;
+    let admin = tokio::spawn(admin);
+
+    let node_id = cli
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("response-cache-{}", cli.listen));
+    let mut client = XdsClient::new(XdsClientConfig::new(
+        cli.xds.clone(),
+        node_id.clone(),
+        NODE_CLUSTER,
+        "vrata-response-cache",
+    ));
+    let redis_override = cli.redis.clone();
+    let mut configs = client.subscribe::<CacheConfig, _, _>(move |resources| {
+        Settings::from_resources(resources, redis_override.as_deref())
+    });
+    let xds = tokio::spawn(client.run(stopped(stop_rx.clone())));
+    tracing::info!(xds = %cli.xds, node = %node_id, "waiting for the first config from xds-server");
+
+    let term = vrata_common::shutdown::signal();
+    tokio::pin!(term);
+    let first = tokio::select! {
+        first = configs.wait_for(Option::is_some) => first.ok().and_then(|c| c.clone()),
+        () = &mut term => None,
+    };
+    let Some(first) = first else {
+        // SIGTERM before any config: nothing to drain.
+        let _ = stop_tx.send(true);
+        let _ = admin.await;
+        xds.abort();
+        return Ok(0);
+    };
+
+    let cache = Cache::new(cli.memory_max, Arc::new(SystemClock), metrics.clone());
+    cache.apply(first.config.clone()).await;
+    tracing::info!(version = %first.version, routes = first.config.routes.len(), memory_max = cli.memory_max, "cache policies applied");
+
+    let applier = {
+        let cache = cache.clone();
+        let mut configs = configs.clone();
+        tokio::spawn(async move {
+            while configs.changed().await.is_ok() {
+                let Some(latest) = configs.borrow_and_update().clone() else {
+                    continue;
+                };
+                cache.apply(latest.config.clone()).await;
+                tracing::info!(version = %latest.version, routes = latest.config.routes.len(), "cache policies applied");
+            }
+        })
+    };
+
+    let grpc = tokio::net::TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("cannot bind the gRPC address {}", cli.listen))?;
+    tracing::info!(addr = %cli.listen, "ExternalProcessor listening");
+    let incoming = vrata_common::grpc::incoming(grpc);
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(ExternalProcessorServer::new(CacheService::new(cache)))
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
+    );
+    ready.set(true);
+
+    term.await;
+    ready.set(false);
+    let _ = stop_tx.send(true);
+    applier.abort();
+    Ok(vrata_common::shutdown::drain(DRAIN, grpc, admin, vec![xds]).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1MB").is_err());
+        assert!(parse_size("lots").is_err());
+    }
+}

@@ -4,6 +4,7 @@
 //! knows the gateway file format or any service's config messages.
 
 pub mod admin;
+pub mod clock;
 pub mod exit;
 pub mod grpc;
 pub mod shutdown;

@@ -9,7 +9,7 @@
 //! [`limits::Limits`] in [`xds_config`] and are swapped in with [`limits::LimitTable::apply`]. It must not re-implement what Envoy does: which requests carry
 //! which descriptors is Envoy's route configuration, written by xds-server.
 
-pub mod clock;
+pub use vrata_common::clock;
 pub mod headers;
 pub mod limits;
 pub mod metrics;

@@ -10,7 +10,7 @@
 //! [`config`]. It must not re-implement Envoy: which requests reach it, the timeouts around it
 //! and what happens when it fails (`failure_mode_allow`) are Envoy's, rendered by xds-server.
 
-pub mod clock;
+pub use vrata_common::clock;
 pub mod config;
 pub mod entry;
 pub mod flight;

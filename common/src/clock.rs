@@ -1,13 +1,15 @@
-//! Time for the in-memory store, injected so tests move it by hand instead of sleeping.
-//! (The Redis store does not use it: its script reads the Redis server's own clock, so every
-//! instance sharing a Redis agrees on "now".)
+//! Wall-clock time in Unix milliseconds, injected so tests move it by hand instead of sleeping.
+//!
+//! Users: ratelimit-service's in-memory store (its Redis store reads the Redis server's clock
+//! instead, so every instance sharing a Redis agrees on "now") and response-cache, whose entries
+//! record absolute Unix milliseconds because Redis entries are read by every instance (instances
+//! are expected to run NTP: a skew of a second shifts freshness by a second).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the Unix epoch. Only differences matter to the algorithm, but wall-clock
-/// milliseconds keep the memory store's numbers comparable with the Redis store's.
+/// Milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 }
@@ -18,8 +20,8 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        // A clock before 1970 is a broken machine; counting from 0 then still works, since only
-        // differences between readings matter.
+        // A clock before 1970 is a broken machine: read 0 (windows still count by differences;
+        // cache entries then look old, which serves nothing stale).
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

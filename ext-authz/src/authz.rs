@@ -287,10 +287,11 @@ impl Authz {
                 "allowed",
                 set,
                 remove,
-                Some(response::claims_subset(
-                    &cached.identity.claims,
-                    &auth.metadata_claims,
-                )),
+                // No `vrata.authz` at all when nothing reads a claim: every metadata value
+                // costs Envoy a decode and a copy per request.
+                (!auth.metadata_claims.is_empty()).then(|| {
+                    response::claims_subset(&cached.identity.claims, &auth.metadata_claims)
+                }),
             ),
         )
     }

@@ -55,6 +55,26 @@ async fn valid_token_passes_with_forwarded_claims_and_metadata() {
     );
 }
 
+/// Envoy decodes and stores every metadata value on every request: a route whose configuration
+/// reads no claim gets the decision alone, not even `sub`.
+#[tokio::test]
+async fn no_claims_in_metadata_when_nothing_reads_them() {
+    let (idp, key, h) = setup().await;
+    let token = key.token(&claims(&idp.issuer, &h.clock, &["viewer"]));
+    let ok = h
+        .check("lean", &[("authorization", &format!("Bearer {token}"))])
+        .await
+        .unwrap();
+    assert_eq!(ok.set["x-user-id"], "user-1");
+    assert_eq!(result_of(&ok.metadata), "allowed");
+    assert_eq!(
+        ok.metadata.fields.keys().collect::<Vec<_>>(),
+        ["vrata.authz.result"],
+        "{:?}",
+        ok.metadata
+    );
+}
+
 #[tokio::test]
 async fn every_algorithm_family_verifies() {
     let keys = [

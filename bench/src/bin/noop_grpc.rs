@@ -49,6 +49,10 @@ enum Answer {
     Bare,
     /// OK with what vrata's services put in an allowed answer (fixed values).
     LikeVrata,
+    /// Check only: OK with the identity header of an allowed answer, no metadata.
+    Header,
+    /// Check only: OK with the dynamic metadata of an allowed answer, no header.
+    Metadata,
 }
 
 struct Noop {
@@ -88,11 +92,13 @@ impl Authorization for Noop {
             }),
             ..Default::default()
         };
-        if self.answer == Answer::LikeVrata {
+        if matches!(self.answer, Answer::LikeVrata | Answer::Header) {
             r.http_response = Some(HttpResponse::OkResponse(OkHttpResponse {
                 headers: vec![header("x-user-id", "bench-user")],
                 ..Default::default()
             }));
+        }
+        if matches!(self.answer, Answer::LikeVrata | Answer::Metadata) {
             let claims = Struct {
                 fields: [("sub".to_owned(), string("bench-user"))].into(),
             };

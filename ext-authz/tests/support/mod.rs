@@ -356,6 +356,11 @@ pub fn policy(issuer: &str) -> PolicySpec {
                 a.optional = true;
                 a.forward_claims = vec![("x-user-id".into(), "sub".into())];
             }),
+            // A route whose configuration reads no claim: xds-server sends no metadata claims.
+            route("lean", |a| {
+                a.forward_claims = vec![("x-user-id".into(), "sub".into())];
+                a.metadata_claims.clear();
+            }),
             route("roles-only", |a| {
                 a.forward_claims = vec![("x-user-roles".into(), "realm_access.roles".into())];
             }),

@@ -102,11 +102,11 @@ pub(super) fn service_policy(gw: &Gateway) -> pbv::AuthzPolicy {
     pbv::AuthzPolicy { providers, routes }
 }
 
-/// The claims ext-authz returns as dynamic metadata for a route: `sub` (access logs) and every
-/// claim a `claim:` rate-limit key or cache `key_extra` of the route reads, deduplicated,
-/// sorted.
+/// The claims ext-authz returns as dynamic metadata for a route: every claim a `claim:`
+/// rate-limit key or cache `key_extra` of the route reads, deduplicated, sorted; none when
+/// nothing reads one (Envoy decodes and stores every metadata value on every request).
 fn metadata_claims(route: &model::Route) -> Vec<String> {
-    let mut out = std::collections::BTreeSet::from([METADATA_SUBJECT.to_owned()]);
+    let mut out = std::collections::BTreeSet::new();
     for limit in &route.rate_limit {
         if let model::LimitKey::Claim(path) = &limit.key {
             out.insert(path.join("."));
@@ -115,9 +115,6 @@ fn metadata_claims(route: &model::Route) -> Vec<String> {
     out.extend(super::cache::key_claims(route).map(str::to_owned));
     out.into_iter().collect()
 }
-
-/// Always in the metadata: who the request is, for access logs.
-const METADATA_SUBJECT: &str = "sub";
 
 /// The HCM filter (before the router, after CORS).
 pub(super) fn filter(services: &Services) -> ExtAuthz {

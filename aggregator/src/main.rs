@@ -16,15 +16,11 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::serve::ListenerExt;
 use clap::Parser;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
 use vrata_aggregator::client::{LoopbackClient, Target};
 use vrata_aggregator::server::{App, Limits};
 use vrata_aggregator::{Metrics, Plans};
-use vrata_common::admin::Readiness;
 use vrata_common::exit::INVALID_CONFIG;
 use vrata_common::telemetry::{self, LogFormat};
-use vrata_common::xds::{XdsClient, XdsClientConfig};
-use vrata_proto::vrata::config::v1::AggregatorConfig;
 
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -142,40 +138,32 @@ async fn serve(cli: Cli, envoy: Option<SocketAddr>) -> anyhow::Result<u8> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = vrata_common::shutdown::stopped;
-
-    let ready = Readiness::default();
-    let admin_app = vrata_common::admin::router(ready.clone(), Arc::new(registry));
-    let admin = vrata_common::admin::bind(cli.admin, admin_app, stopped(stop_rx.clone())).await?;
-    let admin = tokio::spawn(admin);
-
     let node_id = cli
         .node_id
         .clone()
         .unwrap_or_else(|| format!("aggregator-{}", cli.listen));
-    let mut client = XdsClient::new(XdsClientConfig::new(
-        cli.xds.clone(),
-        node_id.clone(),
-        NODE_CLUSTER,
-        "vrata-aggregator",
-    ));
-    let mut configs = client.subscribe::<AggregatorConfig, _, _>(Plans::from_resources);
-    let xds = tokio::spawn(client.run(stopped(stop_rx.clone())));
-    tracing::info!(xds = %cli.xds, node = %node_id, "waiting for the first config from xds-server");
-
-    let term = vrata_common::shutdown::signal();
-    tokio::pin!(term);
-    let first = tokio::select! {
-        first = configs.wait_for(Option::is_some) => first.ok().and_then(|c| c.clone()),
-        () = &mut term => None,
+    let who = vrata_common::service::Identity {
+        admin: cli.admin,
+        xds: &cli.xds,
+        node_id,
+        node_cluster: NODE_CLUSTER,
+        user_agent: "vrata-aggregator",
     };
-    let Some(first) = first else {
-        let _ = stop_tx.send(true);
-        let _ = admin.await;
-        xds.abort();
+    let Some(started) = vrata_common::service::start(who, registry, Plans::from_resources).await?
+    else {
         return Ok(0);
     };
+    let vrata_common::service::Started {
+        first,
+        mut configs,
+        ready,
+        stop_tx,
+        admin,
+        xds,
+        term,
+    } = started;
+    let stop_rx = stop_tx.subscribe();
+    let stopped = vrata_common::shutdown::stopped;
 
     let target = Arc::new(ArcSwapOption::empty());
     let plans = Arc::new(ArcSwap::from_pointee(first.config.clone()));

@@ -18,12 +18,10 @@ use clap::Parser;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
-use vrata_common::admin::Readiness;
 use vrata_common::exit::INVALID_CONFIG;
 use vrata_common::telemetry::{self, LogFormat};
 use vrata_common::trace::{TraceArgs, Tracer};
-use vrata_common::xds::{Accepted, XdsClient, XdsClientConfig};
-use vrata_proto::vrata::config::v1::RateLimitConfig;
+use vrata_common::xds::Accepted;
 use vrata_ratelimit::clock::SystemClock;
 use vrata_ratelimit::{
     Backend, LimitTable, Metrics, RateLimiter, RedisTarget, ServiceConfig, StoreConfig,
@@ -142,41 +140,33 @@ async fn serve(
     let mut registry = Registry::default();
     metrics.register(&mut registry);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = vrata_common::shutdown::stopped;
-
-    let ready = Readiness::default();
-    let admin_app = vrata_common::admin::router(ready.clone(), Arc::new(registry));
-    let admin = vrata_common::admin::bind(cli.admin, admin_app, stopped(stop_rx.clone())).await?;
-    let admin = tokio::spawn(admin);
-
     let node_id = cli
         .node_id
         .clone()
         .unwrap_or_else(|| format!("ratelimit-{}", cli.listen));
-    let mut client = XdsClient::new(XdsClientConfig::new(
-        cli.xds.clone(),
-        node_id.clone(),
-        NODE_CLUSTER,
-        "vrata-ratelimit",
-    ));
-    let mut configs = client.subscribe::<RateLimitConfig, _, _>(ServiceConfig::from_resources);
-    let xds = tokio::spawn(client.run(stopped(stop_rx.clone())));
-    tracing::info!(xds = %cli.xds, node = %node_id, "waiting for the first config from xds-server");
-
-    let term = vrata_common::shutdown::signal();
-    tokio::pin!(term);
-    let first = tokio::select! {
-        first = configs.wait_for(Option::is_some) => first.ok().and_then(|c| c.clone()),
-        () = &mut term => None,
+    let who = vrata_common::service::Identity {
+        admin: cli.admin,
+        xds: &cli.xds,
+        node_id,
+        node_cluster: NODE_CLUSTER,
+        user_agent: "vrata-ratelimit",
     };
-    let Some(first) = first else {
-        // SIGTERM before any config: nothing to drain.
-        let _ = stop_tx.send(true);
-        let _ = admin.await;
-        xds.abort();
+    let Some(started) =
+        vrata_common::service::start(who, registry, ServiceConfig::from_resources).await?
+    else {
         return Ok(0);
     };
+    let vrata_common::service::Started {
+        first,
+        configs,
+        ready,
+        stop_tx,
+        admin,
+        xds,
+        term,
+    } = started;
+    let stop_rx = stop_tx.subscribe();
+    let stopped = vrata_common::shutdown::stopped;
 
     let store = store_config(&first.config, redis_override.as_deref())?;
     tracing::info!(redis = ?store.redis, on_error = ?store.on_error, "counter store");

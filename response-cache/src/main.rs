@@ -17,12 +17,8 @@ use anyhow::Context;
 use clap::Parser;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 use prometheus_client::registry::Registry;
-use tokio::sync::watch;
-use vrata_common::admin::Readiness;
 use vrata_common::exit::INVALID_CONFIG;
 use vrata_common::telemetry::{self, LogFormat};
-use vrata_common::xds::{XdsClient, XdsClientConfig};
-use vrata_proto::vrata::config::v1::CacheConfig;
 use vrata_response_cache::clock::SystemClock;
 use vrata_response_cache::config::check_redis_url;
 use vrata_response_cache::{Cache, CacheService, Metrics, Settings};
@@ -127,44 +123,36 @@ async fn serve(cli: Cli) -> anyhow::Result<u8> {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = vrata_common::shutdown::stopped;
-
-    let ready = Readiness::default();
-    let admin_app = vrata_common::admin::router(ready.clone(), Arc::new(registry));
-    let admin = vrata_common::admin::bind(cli.admin, admin_app, stopped(stop_rx.clone())).await?;
-    let admin = tokio::spawn(admin);
-
+    let redis_override = cli.redis.clone();
     let node_id = cli
         .node_id
         .clone()
         .unwrap_or_else(|| format!("response-cache-{}", cli.listen));
-    let mut client = XdsClient::new(XdsClientConfig::new(
-        cli.xds.clone(),
-        node_id.clone(),
-        NODE_CLUSTER,
-        "vrata-response-cache",
-    ));
-    let redis_override = cli.redis.clone();
-    let mut configs = client.subscribe::<CacheConfig, _, _>(move |resources| {
-        Settings::from_resources(resources, redis_override.as_deref())
-    });
-    let xds = tokio::spawn(client.run(stopped(stop_rx.clone())));
-    tracing::info!(xds = %cli.xds, node = %node_id, "waiting for the first config from xds-server");
-
-    let term = vrata_common::shutdown::signal();
-    tokio::pin!(term);
-    let first = tokio::select! {
-        first = configs.wait_for(Option::is_some) => first.ok().and_then(|c| c.clone()),
-        () = &mut term => None,
+    let who = vrata_common::service::Identity {
+        admin: cli.admin,
+        xds: &cli.xds,
+        node_id,
+        node_cluster: NODE_CLUSTER,
+        user_agent: "vrata-response-cache",
     };
-    let Some(first) = first else {
-        // SIGTERM before any config: nothing to drain.
-        let _ = stop_tx.send(true);
-        let _ = admin.await;
-        xds.abort();
+    let Some(started) = vrata_common::service::start(who, registry, move |resources| {
+        Settings::from_resources(resources, redis_override.as_deref())
+    })
+    .await?
+    else {
         return Ok(0);
     };
+    let vrata_common::service::Started {
+        first,
+        configs,
+        ready,
+        stop_tx,
+        admin,
+        xds,
+        term,
+    } = started;
+    let stop_rx = stop_tx.subscribe();
+    let stopped = vrata_common::shutdown::stopped;
 
     let cache = Cache::new(cli.memory_max, Arc::new(SystemClock), metrics.clone());
     cache.apply(first.config.clone()).await;

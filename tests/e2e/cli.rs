@@ -166,7 +166,8 @@ fn version_and_help() -> anyhow::Result<()> {
 fn scripts_up_serves_the_quickstart() -> anyhow::Result<()> {
     let root = vrata_e2e::paths::repo_root();
     let _ = binary("xds-server"); // built once, like every test here
-    let out = Command::new("bash")
+    // scripts/up runs `cargo build --bins` itself: with the environment the harness builds in.
+    let out = vrata_e2e::xds::without_package_env(&mut Command::new("bash"))
         .arg(root.join("scripts/up"))
         .arg("--check")
         .current_dir(&root)

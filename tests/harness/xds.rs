@@ -27,25 +27,7 @@ pub fn binary(name: &str) -> PathBuf {
         }
         let mut command = Command::new(cargo);
         command.current_dir(&root).args(&args);
-        // `cargo test` gives the test process its own package's variables; a build script
-        // that watches one (ring's watches CARGO_MANIFEST_DIR) would otherwise see it change
-        // between this build and a plain `cargo build`, and both would rebuild every time.
-        for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            let per_package = [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_CRATE_",
-                "CARGO_BIN_",
-            ]
-            .iter()
-            .any(|p| key.starts_with(p))
-                || key == "CARGO_PRIMARY_PACKAGE"
-                || key == "CARGO_TARGET_TMPDIR";
-            if per_package {
-                command.env_remove(key.as_ref());
-            }
-        }
+        without_package_env(&mut command);
         let status = command
             .status()
             .map_err(|e| format!("cannot run cargo build: {e}"))?;
@@ -61,6 +43,31 @@ pub fn binary(name: &str) -> PathBuf {
         Ok(d) => d.join(name),
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Removes the variables `cargo test` gives a test process for its own package, so that a
+/// `cargo build` run from a test (the harness's, `scripts/up`'s) sees the environment a plain
+/// `cargo build` sees. A build script that watches one of them (ring's watches
+/// CARGO_MANIFEST_DIR) would otherwise see it change between the two, and each would rebuild
+/// everything that depends on it every time.
+pub fn without_package_env(command: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let per_package = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
+            || key == "CARGO_PRIMARY_PACKAGE"
+            || key == "CARGO_TARGET_TMPDIR";
+        if per_package {
+            command.env_remove(key.as_ref());
+        }
+    }
+    command
 }
 
 pub struct XdsServer {

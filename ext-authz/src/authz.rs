@@ -330,7 +330,7 @@ impl Authz {
     ) -> Result<Arc<Cached>, Reason> {
         let key = TokenCache::key(&provider.fingerprint, token);
         let now = self.clock.now_secs();
-        if let Some(hit) = self.cache.get(key, now, |id| jwks.contains(id)) {
+        if let Some(hit) = self.cache.get(&key, now, |id| jwks.contains(id)) {
             self.metrics.cache(CacheResult::Hit);
             return Ok(hit);
         }

@@ -1,70 +1,23 @@
 //! The bounded cache of validated tokens, so the hot path skips the signature check for a
 //! token it has seen.
 //!
-//! Keyed by the provider's fingerprint and the whole token, compared byte for byte: a provider
-//! setting that changes validation (issuer, audiences, algorithms, leeway, roles claims) changes
-//! every key, and no other token can ever match an entry. (Keys used to be a SHA-256 of the two,
-//! which kept the token out of memory but cost a third of a cached Check: the token lives in
-//! Envoy's and this process's request buffers anyway, and only for as long as it is valid
-//! here.) The map hashes keys with a per-process random seed; a collision costs a comparison,
-//! never a wrong answer. An entry is never served at or past the token's `exp`, nor once its
-//! verifying key left the JWKS.
+//! Keyed by SHA-256 over the provider's fingerprint and the token: the token itself is never
+//! stored, a provider setting that changes validation (issuer, audiences, algorithms, leeway,
+//! roles claims) changes every key, and a collision would need a SHA-256 collision. An entry
+//! is never served at or past the token's `exp`, nor once its verifying key left the JWKS.
 //! Authorization (roles, scopes) is not cached: it is cheap and may change with the route
 //! policy at any version.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+use aws_lc_rs::digest;
 
 use crate::validate::Identity;
 
 /// Default number of cached identities: at a few KiB of claims each, tens of MiB at most.
 pub const DEFAULT_ENTRIES: usize = 10_000;
 
-/// An owned key: the provider's fingerprint and the token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheKey {
-    provider: [u8; 32],
-    token: Box<str>,
-}
-
-impl Hash for CacheKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        KeyRef {
-            provider: &self.provider,
-            token: &self.token,
-        }
-        .hash(state);
-    }
-}
-
-/// A borrowed key, to look up without copying the token.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyRef<'a> {
-    provider: &'a [u8; 32],
-    token: &'a str,
-}
-
-impl Hash for KeyRef<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(self.provider);
-        state.write(self.token.as_bytes());
-    }
-}
-
-impl quick_cache::Equivalent<CacheKey> for KeyRef<'_> {
-    fn equivalent(&self, key: &CacheKey) -> bool {
-        *self.provider == key.provider && self.token == &*key.token
-    }
-}
-
-impl KeyRef<'_> {
-    pub fn owned(self) -> CacheKey {
-        CacheKey {
-            provider: *self.provider,
-            token: self.token.into(),
-        }
-    }
-}
+pub type CacheKey = [u8; 32];
 
 /// A validated token.
 #[derive(Debug)]
@@ -91,30 +44,32 @@ impl TokenCache {
         }
     }
 
-    pub fn key<'a>(provider_fingerprint: &'a [u8; 32], token: &'a str) -> KeyRef<'a> {
-        KeyRef {
-            provider: provider_fingerprint,
-            token,
-        }
+    pub fn key(provider_fingerprint: &[u8; 32], token: &str) -> CacheKey {
+        let mut ctx = digest::Context::new(&digest::SHA256);
+        ctx.update(provider_fingerprint);
+        ctx.update(token.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
+        out
     }
 
     /// The cached identity, unless expired at `now_secs` or its key is gone (`key_present`).
     pub fn get(
         &self,
-        key: KeyRef<'_>,
+        key: &CacheKey,
         now_secs: u64,
         key_present: impl FnOnce(&str) -> bool,
     ) -> Option<Arc<Cached>> {
-        let hit = self.inner.get(&key)?;
+        let hit = self.inner.get(key)?;
         if now_secs >= hit.identity.exp || !key_present(&hit.identity.key_id) {
-            self.inner.remove(&key);
+            self.inner.remove(key);
             return None;
         }
         Some(hit)
     }
 
-    pub fn insert(&self, key: KeyRef<'_>, value: Arc<Cached>) {
-        self.inner.insert(key.owned(), value);
+    pub fn insert(&self, key: CacheKey, value: Arc<Cached>) {
+        self.inner.insert(key, value);
     }
 
     pub fn len(&self) -> usize {
@@ -147,30 +102,20 @@ mod tests {
     fn entries_die_at_exp_and_with_their_key() {
         let c = TokenCache::new(8);
         let k = TokenCache::key(&[1; 32], "tok");
-        c.insert(k, entry(100, "k1"));
-        assert!(c.get(k, 99, |_| true).is_some());
-        assert!(
-            c.get(TokenCache::key(&[2; 32], "tok"), 99, |_| true)
-                .is_none(),
+        assert_ne!(
+            k,
+            TokenCache::key(&[2; 32], "tok"),
             "provider is part of the key"
         );
+        c.insert(k, entry(100, "k1"));
+        assert!(c.get(&k, 99, |_| true).is_some());
+        assert!(c.get(&k, 99, |id| id != "k1").is_none(), "key rotated out");
         assert!(
-            c.get(TokenCache::key(&[1; 32], "tok2"), 99, |_| true)
-                .is_none(),
-            "only the same token matches"
-        );
-        assert!(
-            c.get(TokenCache::key(&[1; 32], "to"), 99, |_| true)
-                .is_none(),
-            "not a prefix of it"
-        );
-        assert!(c.get(k, 99, |id| id != "k1").is_none(), "key rotated out");
-        assert!(
-            c.get(k, 50, |_| true).is_none(),
+            c.get(&k, 50, |_| true).is_none(),
             "removed on the previous miss"
         );
         c.insert(k, entry(100, "k1"));
-        assert!(c.get(k, 100, |_| true).is_none(), "never at or past exp");
+        assert!(c.get(&k, 100, |_| true).is_none(), "never at or past exp");
     }
 
     #[test]

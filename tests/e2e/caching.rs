@@ -25,6 +25,24 @@ struct Options<'a> {
     oidc: Option<&'a Oidc>,
 }
 
+impl Options<'_> {
+    /// Both tiers, entries of the `shared` routes in `redis`.
+    fn redis(redis: &RedisServer) -> Self {
+        Self {
+            redis: Some(redis.url()),
+            ..Default::default()
+        }
+    }
+}
+
+/// The two upstreams every gateway here routes to: `app` and `flaky` (whose status a test sets).
+async fn upstreams() -> anyhow::Result<(Upstream, Upstream)> {
+    Ok((
+        Upstream::start("app").await?,
+        Upstream::start("flaky").await?,
+    ))
+}
+
 /// One gateway instance: its own xds-server, Envoy and response-cache.
 struct Gateway {
     stack: Stack,
@@ -267,19 +285,8 @@ async fn tier_keeps_its_promises(gw: &Gateway, app: &Upstream, prefix: &str) -> 
 #[tokio::test]
 async fn both_tiers_hit_with_age_and_never_keep_what_they_must_not() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
-    let (app, flaky) = (
-        Upstream::start("app").await?,
-        Upstream::start("flaky").await?,
-    );
-    let gw = Gateway::start(
-        &app,
-        &flaky,
-        Options {
-            redis: Some(redis.url()),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let (app, flaky) = upstreams().await?;
+    let gw = Gateway::start(&app, &flaky, Options::redis(&redis)).await?;
     tier_keeps_its_promises(&gw, &app, "/local").await?;
     tier_keeps_its_promises(&gw, &app, "/shared").await?;
     assert!(
@@ -297,10 +304,7 @@ async fn both_tiers_hit_with_age_and_never_keep_what_they_must_not() -> anyhow::
 
 #[tokio::test]
 async fn a_conditional_request_to_a_fresh_entry_is_answered_304() -> anyhow::Result<()> {
-    let (app, flaky) = (
-        Upstream::start("app").await?,
-        Upstream::start("flaky").await?,
-    );
+    let (app, flaky) = upstreams().await?;
     let gw = Gateway::start(&app, &flaky, Options::default()).await?;
     let etag = ("x-test-response-header", "ETag: \"v1\"");
     let first = gw.get("/local/etagged", &[FRESH, etag]).await?;
@@ -322,19 +326,8 @@ async fn a_conditional_request_to_a_fresh_entry_is_answered_304() -> anyhow::Res
 #[tokio::test]
 async fn a_hundred_concurrent_misses_reach_the_upstream_once() -> anyhow::Result<()> {
     let redis = RedisServer::start().await?;
-    let (app, flaky) = (
-        Upstream::start("app").await?,
-        Upstream::start("flaky").await?,
-    );
-    let gw = Gateway::start(
-        &app,
-        &flaky,
-        Options {
-            redis: Some(redis.url()),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let (app, flaky) = upstreams().await?;
+    let gw = Gateway::start(&app, &flaky, Options::redis(&redis)).await?;
     for prefix in ["/local", "/shared"] {
         let before = app.hits();
         let path = format!("{prefix}/cold");
@@ -365,10 +358,7 @@ async fn a_hundred_concurrent_misses_reach_the_upstream_once() -> anyhow::Result
 async fn per_user_entries_and_tokened_requests_without_key_extra_bypass() -> anyhow::Result<()> {
     let oidc = Oidc::start("demo").await?;
     let redis = RedisServer::start().await?;
-    let (app, flaky) = (
-        Upstream::start("app").await?,
-        Upstream::start("flaky").await?,
-    );
+    let (app, flaky) = upstreams().await?;
     let gw = Gateway::start(
         &app,
         &flaky,
@@ -411,19 +401,12 @@ async fn per_user_entries_and_tokened_requests_without_key_extra_bypass() -> any
 #[tokio::test]
 async fn two_instances_share_redis_entries_purges_and_survive_a_dead_redis() -> anyhow::Result<()> {
     let mut redis = RedisServer::start().await?;
-    let (app, flaky) = (
-        Upstream::start("app").await?,
-        Upstream::start("flaky").await?,
-    );
-    let options = || Options {
-        redis: Some(redis.url()),
-        ..Default::default()
-    };
-    let a = Gateway::start(&app, &flaky, options()).await?;
+    let (app, flaky) = upstreams().await?;
+    let a = Gateway::start(&app, &flaky, Options::redis(&redis)).await?;
     // The host is part of the key: clients reach every instance under one name (the two
     // listeners here have different ports).
     const HOST: (&str, &str) = ("host", "catalog.example");
-    let b = Gateway::start(&app, &flaky, options()).await?;
+    let b = Gateway::start(&app, &flaky, Options::redis(&redis)).await?;
 
     let before = app.hits();
     assert_eq!(
@@ -500,8 +483,7 @@ async fn two_instances_share_redis_entries_purges_and_survive_a_dead_redis() -> 
 
 #[tokio::test]
 async fn stale_if_error_serves_the_old_answer_inside_the_window_only() -> anyhow::Result<()> {
-    let app = Upstream::start("app").await?;
-    let flaky = Upstream::start("flaky").await?;
+    let (app, flaky) = upstreams().await?;
     let gw = Gateway::start(&app, &flaky, Options::default()).await?;
     // `stale` keeps answers 1 s (its ttl) and may serve them 4 s past that.
     let first = gw.get("/stale/prices", &[]).await?;
@@ -542,10 +524,7 @@ async fn stale_if_error_serves_the_old_answer_inside_the_window_only() -> anyhow
 
 #[tokio::test]
 async fn a_dead_response_cache_leaves_requests_uncached_but_served() -> anyhow::Result<()> {
-    let (app, flaky) = (
-        Upstream::start("app").await?,
-        Upstream::start("flaky").await?,
-    );
+    let (app, flaky) = upstreams().await?;
     let mut gw = Gateway::start(&app, &flaky, Options::default()).await?;
     assert_eq!(gw.get("/local/x", &[FRESH]).await?.cache(), "MISS");
     gw.cache.proc.kill();

@@ -5,6 +5,9 @@
 //! response-cache reads them). It is compact, bodies stay raw bytes, and unknown fields are
 //! skipped, so a later version may add fields without a key-version bump.
 
+use std::ops::Deref;
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 /// One value in a store.
@@ -125,6 +128,39 @@ impl Entry {
     }
 }
 
+/// An entry as the stores hold it, shared without copying: a [`Record`] known to hold an
+/// [`Entry`] (both constructors make sure of it). A memory-tier hit, a coalesced follower and a
+/// stale fallback all read the one record the store has.
+#[derive(Debug, Clone)]
+pub struct SharedEntry(Arc<Record>);
+
+impl SharedEntry {
+    pub fn new(entry: Entry) -> Self {
+        Self(Arc::new(Record::entry(entry)))
+    }
+
+    /// `None` for a marker or an empty record.
+    pub fn from_record(record: Arc<Record>) -> Option<Self> {
+        matches!(record.kind, Some(record::Kind::Entry(_))).then_some(Self(record))
+    }
+
+    /// The record to put in a store.
+    pub fn record(&self) -> Arc<Record> {
+        self.0.clone()
+    }
+}
+
+impl Deref for SharedEntry {
+    type Target = Entry;
+
+    fn deref(&self) -> &Entry {
+        match &self.0.kind {
+            Some(record::Kind::Entry(e)) => e,
+            _ => unreachable!("a SharedEntry is only made from an entry record"),
+        }
+    }
+}
+
 impl Record {
     pub fn entry(entry: Entry) -> Self {
         Self {
@@ -163,6 +199,21 @@ mod tests {
     use prost::Message;
 
     use super::*;
+
+    #[test]
+    fn a_shared_entry_is_the_stores_record_not_a_copy() {
+        let entry = SharedEntry::new(Entry {
+            status: 203,
+            ..Default::default()
+        });
+        let record = entry.record();
+        let again = SharedEntry::from_record(record.clone()).expect("an entry record");
+        assert_eq!(again.status, 203);
+        assert!(std::ptr::eq(&*again, &*entry), "one allocation shared");
+        let marker = Arc::new(Record::marker(Marker::default()));
+        assert!(SharedEntry::from_record(marker).is_none());
+        assert!(SharedEntry::from_record(Arc::new(Record::default())).is_none());
+    }
 
     #[test]
     fn records_round_trip_and_age_grows_with_residence() {

@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::entry::Entry;
+use crate::entry::SharedEntry;
 
 /// A fill's outcome as followers see it.
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Pending,
-    Filled(Arc<Entry>),
+    Filled(SharedEntry),
     /// Not cacheable, failed, or the leader went away.
     NotFilled,
 }
@@ -120,7 +120,7 @@ impl Drop for FlightGuard {
 
 /// Waits at most `within` for the leader's outcome: the entry it filled, or `None` (not filled,
 /// leader gone, or still pending when the time is up).
-pub async fn wait(mut rx: watch::Receiver<Outcome>, within: Duration) -> Option<Arc<Entry>> {
+pub async fn wait(mut rx: watch::Receiver<Outcome>, within: Duration) -> Option<SharedEntry> {
     let outcome = tokio::time::timeout(within, async {
         rx.wait_for(|o| !matches!(o, Outcome::Pending))
             .await
@@ -137,8 +137,8 @@ pub async fn wait(mut rx: watch::Receiver<Outcome>, within: Duration) -> Option<
 mod tests {
     use super::*;
 
-    fn entry() -> Arc<Entry> {
-        Arc::new(Entry {
+    fn entry() -> SharedEntry {
+        SharedEntry::new(crate::entry::Entry {
             status: 200,
             ..Default::default()
         })

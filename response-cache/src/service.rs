@@ -51,7 +51,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::clock::Clock;
 use crate::config::{KeyExtra, RoutePolicy, Settings, Tier};
-use crate::entry::{Entry, Marker, Record, StoredHeader, VaryValue, record};
+use crate::entry::{Entry, Marker, Record, SharedEntry, StoredHeader, VaryValue, record};
 use crate::flight::{self, FlightGuard, Flights, Join, Outcome as FlightOutcome};
 use crate::freshness::{self, NotStored, Storable};
 use crate::headers::{CacheControl, Headers, if_none_match_matches, list_items, parse_http_date};
@@ -168,7 +168,7 @@ struct Miss {
     req: RequestInfo,
     store: TierStore,
     /// An entry past its freshness but within `stale_if_error`, served if the upstream fails.
-    stale: Option<Arc<Entry>>,
+    stale: Option<SharedEntry>,
     /// Held when this stream fills the key for others.
     flight: Option<FlightGuard>,
 }
@@ -200,7 +200,7 @@ enum State {
 /// What a lookup found under the request's key.
 enum Found {
     Nothing,
-    Entry(Arc<Entry>),
+    Entry(SharedEntry),
 }
 
 struct Lookup {
@@ -587,11 +587,9 @@ impl Cache {
             key = variant_key(&req.base_key, &values);
             record = self.get(store, req, &key).await?;
         }
-        let found = match record.as_deref().and_then(|r| r.kind.as_ref()) {
-            Some(record::Kind::Entry(e))
-                if !invalidated(purges, &req.policy.route, &e.path, e.purge_epoch) =>
-            {
-                Found::Entry(Arc::new(e.clone()))
+        let found = match record.and_then(SharedEntry::from_record) {
+            Some(e) if !invalidated(purges, &req.policy.route, &e.path, e.purge_epoch) => {
+                Found::Entry(e)
             }
             _ => Found::Nothing,
         };
@@ -619,7 +617,7 @@ impl Cache {
         &self,
         req: RequestInfo,
         store: TierStore,
-        stale: Option<Arc<Entry>>,
+        stale: Option<SharedEntry>,
         key: String,
         out: &Out,
     ) -> Result<State, Gone> {
@@ -765,7 +763,7 @@ impl Cache {
             .iter()
             .map(|n| (n.clone(), miss.req.headers.joined(n)))
             .collect();
-        let entry = Arc::new(Entry {
+        let entry = SharedEntry::new(Entry {
             status: u32::from(status),
             headers,
             body: body.freeze(),
@@ -783,7 +781,7 @@ impl Cache {
                 })
                 .collect(),
         });
-        let record = Arc::new(Record::entry(entry.as_ref().clone()));
+        let record = entry.record();
         let records = if vary.is_empty() {
             vec![(miss.req.base_key.clone(), record)]
         } else {

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod aggregator;
 pub mod browser;
+pub mod configs;
 pub mod envoy;
 pub mod ext_authz;
 pub mod oidc;

@@ -19,25 +19,8 @@ use vrata_e2e::{Ads, Stack, Upstream};
 const UPSTREAMS: usize = 10;
 
 fn config(upstreams: &[Upstream], routes: usize, edit: usize, rev: usize) -> String {
-    let mut y = String::from(
-        "listeners:\n  - name: public\n    address: \"127.0.0.1:{port}\"\nupstreams:\n",
-    );
-    for (i, u) in upstreams.iter().enumerate() {
-        y.push_str(&format!("  u{i}: {{endpoints: [\"{}\"]}}\n", u.endpoint()));
-    }
-    y.push_str("routes:\n");
-    for r in 0..routes {
-        let header = if r == edit {
-            format!("r{rev}")
-        } else {
-            "0".to_owned()
-        };
-        y.push_str(&format!(
-            "  - name: r{r}\n    match: {{path_prefix: /svc/{r}/}}\n    upstream: u{}\n    request_headers: {{set: {{x-rev: \"{header}\"}}}}\n",
-            r % UPSTREAMS
-        ));
-    }
-    y
+    let endpoints: Vec<String> = upstreams.iter().map(Upstream::endpoint).collect();
+    vrata_e2e::configs::many_routes(&endpoints, routes, edit, rev)
 }
 
 fn now() -> f64 {

@@ -50,7 +50,9 @@ pub(crate) struct GatewayDto {
     /// Backend services by name (Envoy clusters named after them).
     pub upstreams: Opt<NamedMap<UpstreamDto>>,
     /// Routing rules; their order is the match precedence within a host.
-    pub routes: Opt<Vec<Spanned<RouteDto>>>,
+    // Boxed: a route's DTO is ~3 KiB (every optional section inline), and a list of 10,000 of
+    // them grown in place cost more in copies and page faults than decoding them.
+    pub routes: Opt<Vec<Box<Spanned<RouteDto>>>>,
     /// Where Envoy reaches vrata's own services.
     pub services: Opt<ServicesDto>,
     /// Token issuers that routes' `auth` refers to (checked by ext-authz).

@@ -125,7 +125,13 @@ pub(crate) fn resolve(text: &str) -> Value {
     if let Some(v) = text.strip_prefix("0x").and_then(|d| radix(d, 16)) {
         return v;
     }
-    if FLOAT.as_ref().is_some_and(|re| re.is_match(text))
+    // Every float starts with a sign, a dot or a digit: most strings skip the regex.
+    let numeric_start = text
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.'));
+    if numeric_start
+        && FLOAT.as_ref().is_some_and(|re| re.is_match(text))
         && let Ok(f) = text.parse::<f64>()
     {
         return Value::Float(f);

@@ -244,9 +244,11 @@ fn one_section<'a, T>(
     first.and_then(Spanned::get)
 }
 
-/// The valid items of an optional list field.
-pub(crate) fn items<T>(
-    list: &Option<Spanned<Vec<Spanned<T>>>>,
-) -> impl Iterator<Item = &Spanned<T>> {
-    list.iter().filter_map(Spanned::get).flat_map(|v| v.iter())
+/// The valid items of an optional list field (of items inline or boxed).
+pub(crate) fn items<'a, T: 'a, I: std::borrow::Borrow<Spanned<T>> + 'a>(
+    list: &'a Option<Spanned<Vec<I>>>,
+) -> impl Iterator<Item = &'a Spanned<T>> {
+    list.iter()
+        .filter_map(Spanned::get)
+        .flat_map(|v| v.iter().map(std::borrow::Borrow::borrow))
 }

@@ -60,7 +60,7 @@ async fn status_json(State(cp): State<Arc<ControlPlane>>) -> Json<Status> {
 
 async fn config_json(State(cp): State<Arc<ControlPlane>>) -> impl IntoResponse {
     match cp.current() {
-        Some(c) => Json(c.document).into_response(),
+        Some(c) => Json(c.document.to_json()).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "no config loaded yet\n").into_response(),
     }
 }

@@ -31,9 +31,9 @@ pub struct Current {
     /// The state-of-the-world version of each type (CDS, EDS, SDS, LDS, RDS, RLC, AZP, AGG, RCC): what a node in sync
     /// has ACKed.
     pub type_versions: std::collections::BTreeMap<&'static str, String>,
-    /// The merged gateway config, as JSON (GET /admin/config).
+    /// The merged gateway config (GET /admin/config).
     #[serde(skip)]
-    pub document: serde_json::Value,
+    pub document: crate::config::Document,
 }
 
 /// The last rejected load: shown until a good one replaces it.
@@ -239,10 +239,9 @@ impl ControlPlane {
             return Outcome::Unchanged;
         }
         let version = snapshot.version.clone();
-        self.fleet
-            .set_names(crate::fleet::Names::of(&loaded.gateway));
         state.generation = generation;
-        state.current = Some(Current {
+        // The replaced state (the old files' trees) is dropped after the push, not before.
+        let replaced = state.current.replace(Current {
             version: version.clone(),
             generation,
             loaded_at: SystemTime::now(),
@@ -262,9 +261,15 @@ impl ControlPlane {
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or_default(),
         );
-        if let Some(tx) = self.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            tx.send_replace(Some(Arc::new(snapshot)));
-        }
+        let superseded = self
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|tx| tx.send_replace(Some(Arc::new(snapshot))));
+        self.fleet
+            .set_names(crate::fleet::Names::of(&loaded.gateway));
+        drop((replaced, superseded, prev));
         Outcome::Applied { version }
     }
 

@@ -97,10 +97,13 @@ fn a_directory_is_merged_in_file_name_order_with_env() {
     );
     assert!(matches!(gw.routes[4].action, Action::Respond(_)));
     assert_eq!(
-        loaded.document["upstreams"]["orders"]["endpoints"][0],
+        loaded.document.to_json()["upstreams"]["orders"]["endpoints"][0],
         "10.0.0.11:8080"
     );
-    assert_eq!(loaded.document["services"]["ext_authz"], "127.0.0.1:18001");
+    assert_eq!(
+        loaded.document.to_json()["services"]["ext_authz"],
+        "127.0.0.1:18001"
+    );
 
     // Without the variable that has no default: one diagnostic, where it is written.
     let diagnostics = config::load_with_env(&dir, &no_env).expect_err("ORDERS_IP unset");

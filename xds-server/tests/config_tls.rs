@@ -119,7 +119,7 @@ fn an_expired_certificate_is_a_warning_and_keys_stay_secret() {
     assert!(loaded.files.contains(&d.join("old.pem")));
     assert!(loaded.files.contains(&d.join("old.key")));
 
-    let document = loaded.document.to_string();
+    let document = loaded.document.to_json().to_string();
     assert!(!document.contains("PRIVATE KEY"), "{document}");
     let resources = vrata_xds::translate::translate(&loaded.gateway);
     assert_eq!(resources.secrets.len(), 1);

@@ -57,7 +57,7 @@ async fn a_configmap_style_symlink_swap_is_reloaded() {
 
     let second = wait_for_new_version(&cp, &first).await;
     assert_ne!(first, second);
-    let doc = cp.current().expect("loaded").document;
+    let doc = cp.current().expect("loaded").document.to_json();
     assert!(doc.to_string().contains("/v2"), "{doc}");
 }
 

@@ -64,8 +64,37 @@ pub struct Loaded {
     pub files: Vec<PathBuf>,
     /// Problems that do not stop the config from serving (an expired certificate).
     pub warnings: Vec<Diagnostic>,
-    /// The merged, env-expanded configuration as JSON (for `GET /admin/config`).
-    pub document: serde_json::Value,
+    /// The merged, env-expanded configuration (for `GET /admin/config`).
+    pub document: Document,
+}
+
+/// The files' env-expanded trees, merged into one JSON document only when asked for
+/// (`GET /admin/config`): a reload does not build a view few look at, and holding it is cheap
+/// to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Document(std::sync::Arc<Vec<yaml::Node>>);
+
+impl Document {
+    /// The files merged like the configuration: lists concatenated, mappings joined.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        let mut doc = serde_json::Map::new();
+        for root in self.0.iter() {
+            let J::Object(map) = root.to_json() else {
+                continue;
+            };
+            for (key, value) in map {
+                match (doc.get_mut(&key), value) {
+                    (Some(J::Array(have)), J::Array(more)) => have.extend(more),
+                    (Some(J::Object(have)), J::Object(more)) => have.extend(more),
+                    (_, value) => {
+                        doc.insert(key, value);
+                    }
+                }
+            }
+        }
+        J::Object(doc)
+    }
 }
 
 /// Loads `path` (a YAML file, or a directory whose `*.yaml`/`*.yml` files are merged in file-name
@@ -148,7 +177,7 @@ fn load_sources(
     sources: Vec<(FileId, Result<String, String>)>,
     env: Env<'_>,
     materials: &convert::tls::Materials,
-) -> Result<(Gateway, serde_json::Value, Vec<Diagnostic>), Vec<Diagnostic>> {
+) -> Result<(Gateway, Document, Vec<Diagnostic>), Vec<Diagnostic>> {
     let mut complete = true;
     let mut roots = Vec::new();
     for (id, text) in sources {
@@ -181,29 +210,9 @@ fn load_sources(
         .collect();
     let gateway = convert::convert(&files, complete, &sink, materials);
     if sink.is_empty() {
-        Ok((gateway, merge_documents(&roots), sink.warnings()))
+        let document = Document(std::sync::Arc::new(roots.into_iter().flatten().collect()));
+        Ok((gateway, document, sink.warnings()))
     } else {
         Err(sink.into_diagnostics())
     }
-}
-
-/// The files' trees merged like the configuration: lists concatenated, mappings joined.
-fn merge_documents(roots: &[Option<yaml::Node>]) -> serde_json::Value {
-    use serde_json::Value as J;
-    let mut doc = serde_json::Map::new();
-    for root in roots.iter().flatten() {
-        let J::Object(map) = root.to_json() else {
-            continue;
-        };
-        for (key, value) in map {
-            match (doc.get_mut(&key), value) {
-                (Some(J::Array(have)), J::Array(more)) => have.extend(more),
-                (Some(J::Object(have)), J::Object(more)) => have.extend(more),
-                (_, value) => {
-                    doc.insert(key, value);
-                }
-            }
-        }
-    }
-    J::Object(doc)
 }

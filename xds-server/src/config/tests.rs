@@ -22,7 +22,7 @@ fn load_files(files: &[(&str, &str)], env: &[(&str, &str)]) -> Outcome {
         .collect();
     let materials = convert::tls::Materials::new(std::time::SystemTime::now());
     load_sources(sink, sources, &|name| env.get(name).cloned(), &materials)
-        .map(|(gw, doc, _warnings)| (gw, doc))
+        .map(|(gw, doc, _warnings)| (gw, doc.to_json()))
         .map_err(|ds| ds.iter().map(ToString::to_string).collect())
 }
 

@@ -47,14 +47,15 @@ struct Cli {
     /// `services.aggregator_loopback` address from the config (containers: `envoy:18004`).
     #[arg(long, value_name = "HOST:PORT")]
     envoy: Option<String>,
-    /// Largest backend answer read (bytes, or with KiB/MiB); larger is a failure of that backend.
-    #[arg(long, default_value = "2MiB", value_parser = parse_size)]
+    /// Largest backend answer read (bytes, or with KiB/MiB/GiB); larger is a failure of that
+    /// backend.
+    #[arg(long, default_value = "2MiB", value_parser = vrata_common::size::parse_usize)]
     max_backend_body: usize,
     /// Largest merged answer sent; larger is a 502.
-    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "8MiB", value_parser = vrata_common::size::parse_usize)]
     max_response_body: usize,
     /// Largest request body passed through on a shaped plain route; larger is a 413.
-    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "8MiB", value_parser = vrata_common::size::parse_usize)]
     max_request_body: usize,
     /// This instance's xDS node id (shown on xds-server's /admin/status). Default:
     /// `aggregator-<listen address>`.
@@ -63,26 +64,6 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-fn parse_size(text: &str) -> Result<usize, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, ""),
-    };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a size such as 512KiB or 2MiB"))?;
-    let factor = match unit {
-        "" | "B" => 1,
-        "KiB" => 1024,
-        "MiB" => 1024 * 1024,
-        _ => return Err(format!("{text:?}: the unit is B, KiB or MiB")),
-    };
-    match n.checked_mul(factor) {
-        Some(0) | None => Err(format!("{text:?}: out of range")),
-        Some(v) => Ok(v),
-    }
 }
 
 fn main() -> ExitCode {
@@ -105,23 +86,7 @@ fn main() -> ExitCode {
             return ExitCode::from(INVALID_CONFIG as u8);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("aggregator: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(cli, envoy)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "aggregator failed");
-            ExitCode::FAILURE
-        }
-    }
+    vrata_common::exit::run_service("aggregator", serve(cli, envoy))
 }
 
 /// `HOST:PORT` to one address, resolved once at start.

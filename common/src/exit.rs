@@ -27,3 +27,29 @@ pub fn check_xds_url(binary: &str, url: &str) -> Result<(), std::process::ExitCo
         Err(std::process::ExitCode::from(INVALID_CONFIG as u8))
     }
 }
+
+/// Runs a service's `serve` on a multi-threaded tokio runtime (dropped before this returns) and
+/// turns the outcome into the process's exit code: `serve`'s own, or 1 when it fails (logged
+/// as `<binary> failed`) or when the runtime cannot start.
+pub fn run_service(
+    binary: &str,
+    serve: impl std::future::Future<Output = anyhow::Result<u8>>,
+) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{binary}: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve) {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "{binary} failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -80,26 +80,10 @@ fn main() -> ExitCode {
             return ExitCode::from(INVALID_CONFIG as u8);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ext-authz: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(serve(cli, tracer.clone()));
-    // Queued spans get one bounded export attempt.
+    let code = vrata_common::exit::run_service("ext-authz", serve(cli, tracer.clone()));
+    // Queued spans get one bounded export attempt (outside the runtime, which is gone).
     tracer.shutdown();
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "ext-authz failed");
-            ExitCode::FAILURE
-        }
-    }
+    code
 }
 
 async fn serve(cli: Cli, tracer: Arc<Tracer>) -> anyhow::Result<u8> {

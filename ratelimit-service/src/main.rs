@@ -91,26 +91,13 @@ fn main() -> ExitCode {
             return ExitCode::from(INVALID_CONFIG as u8);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("ratelimit-service: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(serve(cli, redis_override, tracer.clone()));
-    // Queued spans get one bounded export attempt.
+    let code = vrata_common::exit::run_service(
+        "ratelimit-service",
+        serve(cli, redis_override, tracer.clone()),
+    );
+    // Queued spans get one bounded export attempt (outside the runtime, which is gone).
     tracer.shutdown();
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "ratelimit-service failed");
-            ExitCode::FAILURE
-        }
-    }
+    code
 }
 
 /// `Some(urls)` when `--redis` was given (checked now, so a typo stops start-up).

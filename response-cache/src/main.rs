@@ -49,7 +49,7 @@ struct Cli {
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// Bound of the in-memory store (`store: local` routes), bytes or with KiB/MiB/GiB.
-    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "256MiB", value_parser = vrata_common::size::parse)]
     memory_max: u64,
     /// This instance's xDS node id (shown on xds-server's /admin/status). Default:
     /// `response-cache-<listen address>`.
@@ -58,27 +58,6 @@ struct Cli {
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, ""),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a size such as 64MiB or 1GiB"))?;
-    let factor: u64 = match unit {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        _ => return Err(format!("{text:?}: the unit is B, KiB, MiB or GiB")),
-    };
-    match n.checked_mul(factor) {
-        Some(0) | None => Err(format!("{text:?}: out of range")),
-        Some(v) => Ok(v),
-    }
 }
 
 fn main() -> ExitCode {
@@ -99,23 +78,7 @@ fn main() -> ExitCode {
     if let Err(code) = vrata_common::exit::check_xds_url("response-cache", &cli.xds) {
         return code;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("response-cache: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(cli)) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "response-cache failed");
-            ExitCode::FAILURE
-        }
-    }
+    vrata_common::exit::run_service("response-cache", serve(cli))
 }
 
 async fn serve(cli: Cli) -> anyhow::Result<u8> {
@@ -190,19 +153,4 @@ async fn serve(cli: Cli) -> anyhow::Result<u8> {
     let _ = stop_tx.send(true);
     applier.abort();
     Ok(vrata_common::shutdown::drain(DRAIN, grpc, admin, vec![xds]).await)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("1MB").is_err());
-        assert!(parse_size("lots").is_err());
-    }
 }

@@ -114,20 +114,15 @@ async fn serve(cli: Cli, envoy: Option<SocketAddr>) -> anyhow::Result<u8> {
         node_cluster: NODE_CLUSTER,
         user_agent: "vrata-aggregator",
     };
-    let Some(started) = vrata_common::service::start(who, registry, Plans::from_resources).await?
+    let Some(vrata_common::service::Started {
+        first,
+        mut configs,
+        running,
+    }) = vrata_common::service::start(who, registry, Plans::from_resources).await?
     else {
         return Ok(0);
     };
-    let vrata_common::service::Started {
-        first,
-        mut configs,
-        ready,
-        stop_tx,
-        admin,
-        xds,
-        term,
-    } = started;
-    let stop_rx = stop_tx.subscribe();
+    let stop_rx = running.stop_rx();
     let stopped = vrata_common::shutdown::stopped;
 
     let target = Arc::new(ArcSwapOption::empty());
@@ -172,13 +167,7 @@ async fn serve(cli: Cli, envoy: Option<SocketAddr>) -> anyhow::Result<u8> {
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future(),
     );
-    ready.set(true);
-
-    term.await;
-    ready.set(false);
-    let _ = stop_tx.send(true);
-    applier.abort();
-    Ok(vrata_common::shutdown::drain(DRAIN, http, admin, vec![xds]).await)
+    Ok(running.serve_until_term(http, applier, DRAIN).await)
 }
 
 /// Points the client at the loopback listener of `plans` (or `--envoy`).

@@ -29,14 +29,44 @@ pub struct Started<C> {
     pub first: Arc<Accepted<C>>,
     /// Later versions (`changed()` fires for the ones after `first`).
     pub configs: watch::Receiver<Latest<C>>,
-    /// Not ready yet: the caller sets it once it serves.
-    pub ready: Readiness,
+    pub running: Running,
+}
+
+/// The parts every service runs and stops the same way: readiness, the stop signal, the admin
+/// server and the xDS client, and SIGTERM.
+pub struct Running {
+    /// Not ready yet: set by [`Running::serve_until_term`].
+    ready: Readiness,
     /// `true` stops the admin server, the xDS client and whatever waits on `stopped()`.
-    pub stop_tx: watch::Sender<bool>,
-    pub admin: JoinHandle<std::io::Result<()>>,
-    pub xds: JoinHandle<()>,
+    stop_tx: watch::Sender<bool>,
+    admin: JoinHandle<std::io::Result<()>>,
+    xds: JoinHandle<()>,
     /// SIGTERM or SIGINT.
-    pub term: Pin<Box<dyn Future<Output = ()> + Send>>,
+    term: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Running {
+    /// The stop signal, for the service's own server (`shutdown::stopped(rx)`).
+    pub fn stop_rx(&self) -> watch::Receiver<bool> {
+        self.stop_tx.subscribe()
+    }
+
+    /// Reports ready, serves until SIGTERM, then reports not ready, stops everything, aborts
+    /// `applier` (the task applying later configs) and drains `server` and the rest within
+    /// `drain`. Returns the exit code.
+    pub async fn serve_until_term<E: std::fmt::Debug>(
+        self,
+        server: JoinHandle<Result<(), E>>,
+        applier: JoinHandle<()>,
+        drain: std::time::Duration,
+    ) -> u8 {
+        self.ready.set(true);
+        self.term.await;
+        self.ready.set(false);
+        let _ = self.stop_tx.send(true);
+        applier.abort();
+        crate::shutdown::drain(drain, server, self.admin, vec![self.xds]).await
+    }
 }
 
 /// Starts the admin endpoint and the xDS client and waits for the first config. `Ok(None)`:
@@ -84,10 +114,12 @@ where
     Ok(Some(Started {
         first,
         configs,
-        ready,
-        stop_tx,
-        admin,
-        xds,
-        term,
+        running: Running {
+            ready,
+            stop_tx,
+            admin,
+            xds,
+            term,
+        },
     }))
 }

@@ -138,21 +138,15 @@ async fn serve(
         node_cluster: NODE_CLUSTER,
         user_agent: "vrata-ratelimit",
     };
-    let Some(started) =
-        vrata_common::service::start(who, registry, ServiceConfig::from_resources).await?
+    let Some(vrata_common::service::Started {
+        first,
+        configs,
+        running,
+    }) = vrata_common::service::start(who, registry, ServiceConfig::from_resources).await?
     else {
         return Ok(0);
     };
-    let vrata_common::service::Started {
-        first,
-        configs,
-        ready,
-        stop_tx,
-        admin,
-        xds,
-        term,
-    } = started;
-    let stop_rx = stop_tx.subscribe();
+    let stop_rx = running.stop_rx();
     let stopped = vrata_common::shutdown::stopped;
 
     let store = store_config(&first.config, redis_override.as_deref())?;
@@ -184,13 +178,7 @@ async fn serve(
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
     );
-    ready.set(true);
-
-    term.await;
-    ready.set(false);
-    let _ = stop_tx.send(true);
-    applier.abort();
-    Ok(vrata_common::shutdown::drain(DRAIN, grpc, admin, vec![xds]).await)
+    Ok(running.serve_until_term(grpc, applier, DRAIN).await)
 }
 
 /// The store to start with: `--redis` over the file's `rate_limits.store.redis`.

@@ -98,23 +98,18 @@ async fn serve(cli: Cli) -> anyhow::Result<u8> {
         node_cluster: NODE_CLUSTER,
         user_agent: "vrata-response-cache",
     };
-    let Some(started) = vrata_common::service::start(who, registry, move |resources| {
+    let Some(vrata_common::service::Started {
+        first,
+        configs,
+        running,
+    }) = vrata_common::service::start(who, registry, move |resources| {
         Settings::from_resources(resources, redis_override.as_deref())
     })
     .await?
     else {
         return Ok(0);
     };
-    let vrata_common::service::Started {
-        first,
-        configs,
-        ready,
-        stop_tx,
-        admin,
-        xds,
-        term,
-    } = started;
-    let stop_rx = stop_tx.subscribe();
+    let stop_rx = running.stop_rx();
     let stopped = vrata_common::shutdown::stopped;
 
     let cache = Cache::new(cli.memory_max, Arc::new(SystemClock), metrics.clone());
@@ -146,11 +141,5 @@ async fn serve(cli: Cli) -> anyhow::Result<u8> {
             .add_service(ExternalProcessorServer::new(CacheService::new(cache)))
             .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())),
     );
-    ready.set(true);
-
-    term.await;
-    ready.set(false);
-    let _ = stop_tx.send(true);
-    applier.abort();
-    Ok(vrata_common::shutdown::drain(DRAIN, grpc, admin, vec![xds]).await)
+    Ok(running.serve_until_term(grpc, applier, DRAIN).await)
 }
